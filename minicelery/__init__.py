@@ -1,0 +1,50 @@
+"""minicelery: a small, readable reimplementation of Celery's core, wire-compatible with Celery 5.
+
+``from minicelery import Celery``, decorate functions with ``@app.task``, send them with ``.delay()``,
+and run ``python -m minicelery -A proj worker`` to execute them. Importing this package loads neither
+pika nor multiprocessing: the broker connection and the worker pool are loaded when first used.
+"""
+
+from . import states
+from ._state import current_app, current_task
+from .app import Celery, shared_task
+from .exceptions import (
+    ImproperlyConfigured,
+    MaxRetriesExceededError,
+    NotRegistered,
+    OperationalError,
+    Retry,
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+    TimeoutError,
+    WorkerLostError,
+)
+from .local import PromiseProxy, Proxy
+from .result import AsyncResult, EagerResult
+from .task import Task
+
+__version__ = "0.1.0"
+VERSION_BANNER = f"{__version__} (minicelery)"
+
+__all__ = [
+    "AsyncResult",
+    "Celery",
+    "EagerResult",
+    "ImproperlyConfigured",
+    "MaxRetriesExceededError",
+    "NotRegistered",
+    "OperationalError",
+    "PromiseProxy",
+    "Proxy",
+    "Retry",
+    "SoftTimeLimitExceeded",
+    "Task",
+    "TimeLimitExceeded",
+    "TimeoutError",
+    "WorkerLostError",
+    "current_app",
+    "current_task",
+    "shared_task",
+    "states",
+    "__version__",
+]

@@ -1,0 +1,428 @@
+"""The application: ``Celery``, the object that holds configuration, tasks and the way to the broker.
+
+Creating an app only creates a logical clock and a task registry, makes the app current and calls
+``on_init()``; configuration is read on first use, tasks are built when touched or when the app
+finalizes, and the broker connection opens with the first message sent. ``shared_task`` lives here too.
+Celery's counterpart is ``celery.app.base``; left out are loaders, fixups, signals, events, beat, control
+and the canvas.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone, tzinfo
+from typing import Any
+
+from . import _state
+from .clock import LamportClock
+from .config import Settings
+from .exceptions import DuplicateTaskNameWarning, ImproperlyConfigured
+from .local import PromiseProxy, Proxy
+from .registry import TaskRegistry
+from .result import AsyncResult
+from .sending import build_message, route
+from .task import Task, add_autoretry_behaviour
+
+__all__ = ["Celery", "shared_task"]
+
+_ENVVAR_NOT_SET = """\
+The environment variable {0!r} is not set,
+and as such the configuration could not be loaded.
+
+Please set this variable and make sure it points to
+a valid configuration module.
+
+Example:
+    {0}="proj.celeryconfig"
+"""
+
+
+class Celery:
+    """A minicelery application.
+
+    Args:
+        main: the name of the main module; tasks defined in ``__main__`` are named after it.
+        broker: the broker URL (the ``broker_url`` setting).
+        backend: the result backend URL (``result_backend``), e.g. ``'rpc://'``.
+        include: modules the worker imports at start-up (``include``).
+        set_as_current: make this app the current app of the calling thread.
+        autofinalize: finalize on first access to ``app.tasks``; otherwise ``finalize()`` is required.
+        config_source: an object for ``config_from_object``, loaded lazily.
+        namespace: a settings prefix such as ``'CELERY'`` (``CELERY_BROKER_URL`` → ``broker_url``).
+        **settings: any other setting, by its lowercase name.
+    """
+
+    def __init__(self, main: str | None = None, broker: str | None = None, backend: str | None = None, *,
+                 include: Iterable[str] | None = None, set_as_current: bool = True,
+                 autofinalize: bool = True, config_source: Any = None, namespace: str | None = None,
+                 tasks: TaskRegistry | None = None, changes: dict[str, Any] | None = None,
+                 task_cls: type[Task] | None = None, strict_typing: bool = True, **settings: Any) -> None:
+        self.main = main
+        self.clock = LamportClock()
+        self._tasks = tasks if isinstance(tasks, TaskRegistry) else TaskRegistry(tasks or {})
+        self._pending: deque[PromiseProxy] = deque()
+        self.finalized = False
+        self._finalize_mutex = threading.RLock()
+        self.autofinalize = autofinalize
+        self.namespace = namespace
+        self.set_as_current = set_as_current
+        self.strict_typing = strict_typing
+        self.task_cls = task_cls or Task
+        self._local = threading.local()
+        self._broker: Any = None
+        self._backend: Any = None
+        self._lock = threading.Lock()
+        preconf = dict(changes or {})
+        preconf.update({k: v for k, v in (("broker_url", broker), ("result_backend", backend),
+                                          ("include", include)) if v is not None})
+        preconf.update({k: v for k, v in settings.items() if v is not None})
+        self._conf = Settings(changes=preconf, namespace=namespace)
+        if config_source is not None:
+            self._conf.config_from_object(config_source, namespace=namespace)
+        if set_as_current:
+            self.set_current()
+        self.on_init()
+        _state.register_app(self)
+
+    def on_init(self) -> None:
+        """Called at the end of ``__init__``; does nothing (a hook for subclasses)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.main or '__main__'} at {id(self):#x}>"
+
+    # -- current app ------------------------------------------------------------------------------
+
+    def set_current(self) -> None:
+        """Make this the current app of the calling thread."""
+        _state.set_current_app(self)
+
+    def set_default(self) -> None:
+        """Make this the default app: the current app of every thread that has not set one."""
+        _state.set_default_app(self)
+
+    @property
+    def current_task(self) -> Any:
+        """The task running in this thread, or None."""
+        return _state.get_current_task()
+
+    def close(self) -> None:
+        """Close this thread's broker connection and leave the set of live apps."""
+        if self._broker is not None:
+            self._broker.close()
+        _state.deregister_app(self)
+
+    def __enter__(self) -> Celery:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # -- configuration ----------------------------------------------------------------------------
+
+    @property
+    def conf(self) -> Settings:
+        """The settings (read lazily: nothing is loaded until the first read)."""
+        return self._conf
+
+    @property
+    def configured(self) -> bool:
+        """True once the configuration has been read."""
+        return self._conf.loaded
+
+    def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
+                           namespace: str | None = None) -> None:
+        """Use ``obj`` (a module name, ``'module:attr'``, a module, class, object or dict) as the
+        configuration source; it is loaded on first read unless ``force`` is true."""
+        if namespace is not None:
+            self.namespace = namespace
+        self._conf.config_from_object(obj, namespace=namespace, silent=silent, force=force)
+
+    def config_from_envvar(self, variable_name: str, silent: bool = False, force: bool = False) -> Any:
+        """Load the configuration module named by an environment variable.
+
+        Raises ``ImproperlyConfigured`` when the variable is not set (returns False with ``silent``).
+        """
+        module_name = os.environ.get(variable_name)
+        if not module_name:
+            if silent:
+                return False
+            raise ImproperlyConfigured(_ENVVAR_NOT_SET.strip().format(variable_name))
+        return self.config_from_object(module_name, silent=silent, force=force)
+
+    @property
+    def timezone(self) -> tzinfo:
+        """The app's time zone: UTC unless ``timezone`` is set (or ``enable_utc`` is off)."""
+        name = self.conf.timezone
+        if name:
+            from zoneinfo import ZoneInfo  # only apps that set a zone pay for zoneinfo
+            return ZoneInfo(name)
+        if self.conf.enable_utc:
+            return timezone.utc
+        return datetime.now().astimezone().tzinfo or timezone.utc
+
+    def now(self) -> datetime:
+        """The current time as an aware datetime in the app's time zone."""
+        return datetime.now(self.timezone)
+
+    # -- tasks ------------------------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> TaskRegistry:
+        """The task registry; the first access finalizes the app."""
+        self.finalize(auto=True)
+        return self._tasks
+
+    def finalize(self, auto: bool = False) -> None:
+        """Build every pending and shared task and bind all tasks to this app (once).
+
+        Raises ``RuntimeError('Contract breach: app not finalized')`` when ``auto`` is true and the app
+        was created with ``autofinalize=False``.
+        """
+        with self._finalize_mutex:
+            if self.finalized:
+                return
+            if auto and not self.autofinalize:
+                raise RuntimeError("Contract breach: app not finalized")
+            self.finalized = True
+            _state.announce_app_finalized(self)
+            while self._pending:
+                self._pending.popleft().__maybe_evaluate__()
+            for task in self._tasks.values():
+                task.bind(self)
+
+    def task(self, *args: Any, **opts: Any) -> Any:
+        """Decorator that turns a function into a task: ``@app.task`` or ``@app.task(name=..., ...)``.
+
+        Options: ``name``, ``bind``, ``base``, ``shared`` (default True: every app finalized later gets
+        its own copy), ``lazy``, and any task attribute (``max_retries``, ``queue``, ``acks_late``...).
+        """
+        def decorate(fun: Callable[..., Any]) -> Any:
+            shared = opts.pop("shared", True)
+            lazy = opts.pop("lazy", True)
+            opts.pop("filter", None)
+            if shared:
+                _state.connect_on_app_finalize(lambda app: app._task_from_fun(fun, **opts))
+            if not lazy or self.finalized:
+                return self._task_from_fun(fun, **opts)
+            promise = PromiseProxy(self._task_from_fun, (fun,), opts, __doc__=fun.__doc__)
+            self._pending.append(promise)
+            return promise
+
+        if len(args) == 1 and not opts:
+            if callable(args[0]):
+                return decorate(args[0])
+            raise TypeError("argument 1 to @task() must be a callable")
+        if args:
+            raise TypeError(f"@task() takes exactly 1 argument ({len(args) + len(opts)} given)")
+        return decorate
+
+    def _task_from_fun(self, fun: Callable[..., Any], name: str | None = None, base: type | None = None,
+                       bind: bool = False, **options: Any) -> Task:
+        if not self.finalized and not self.autofinalize:
+            raise RuntimeError("Contract breach: app not finalized")
+        name = name or self.gen_task_name(fun.__name__, fun.__module__)
+        with self._lock:
+            existing = self._tasks.get(name)
+            if existing is not None:
+                if type(existing).__dict__.get("__wrapped__", fun) is not fun:
+                    warnings.warn(DuplicateTaskNameWarning(
+                        f"Task name {name!r} is already registered to a different callable. "
+                        "The first registration is kept."), stacklevel=3)
+                return existing  # type: ignore[no-any-return]
+            attrs = {"app": None, "_app": self, "name": name,
+                     "run": fun if bind else staticmethod(fun), "_bound_function": bind,
+                     "__wrapped__": fun, "__doc__": fun.__doc__, "__module__": fun.__module__,
+                     "__qualname__": fun.__qualname__, "_signature_check": None, **options}
+            del attrs["app"]
+            task: Task = type(fun.__name__, (base or self.Task,), attrs)()
+            self._tasks[name] = task
+        task.bind(self)
+        add_autoretry_behaviour(task)
+        return task
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        """Celery's default task name: ``module.function``, with the main name for ``__main__``."""
+        import sys  # noqa: PLC0415 - kept next to its only use
+
+        module_obj = sys.modules.get(module)
+        module_name = getattr(module_obj, "__name__", module) if module_obj else module
+        if module_name == "__main__" and self.main:
+            return f"{self.main}.{name}"
+        return ".".join(part for part in (module_name, name) if part)
+
+    def register_task(self, task: Any) -> Task:
+        """Register a task class or instance (naming it if needed), bind it to this app and return it."""
+        if isinstance(task, type):
+            task = task()
+        if task.name is None:
+            type(task).name = self.gen_task_name(type(task).__name__, type(task).__module__)
+        self._tasks[task.name] = task
+        task.bind(self)
+        add_autoretry_behaviour(task)
+        return task  # type: ignore[no-any-return]
+
+    @property
+    def Task(self) -> type[Task]:  # noqa: N802 - Celery's name
+        """The base class of this app's tasks: ``task_cls`` bound to the app."""
+        cls = self.__dict__.get("_task_base")
+        if cls is None:
+            cls = type("Task", (self.task_cls,), {"_app": self, "abstract": True,
+                                                  "__module__": self.task_cls.__module__,
+                                                  "__doc__": self.task_cls.__doc__})
+            self.__dict__["_task_base"] = cls
+        return cls  # type: ignore[no-any-return]
+
+    @Task.setter
+    def Task(self, cls: type[Task]) -> None:  # noqa: N802
+        self.__dict__["_task_base"] = cls
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    @property
+    def oid(self) -> str:
+        """A uuid-like id of this app in this process."""
+        return _oid(self, "process")
+
+    @property
+    def thread_oid(self) -> str:
+        """A uuid-like id of this app in this thread: the name of this thread's reply queue."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.__dict__.clear()
+            local.pid = os.getpid()
+        if not hasattr(local, "thread_oid"):
+            local.thread_oid = _oid(self, threading.get_ident())
+        return local.thread_oid  # type: ignore[no-any-return]
+
+    @property
+    def reply_queue(self) -> str:
+        """The queue rpc:// results come back to: ``thread_oid`` unless set (the CLI sets it)."""
+        return self.__dict__.get("_reply_queue") or self.thread_oid
+
+    @reply_queue.setter
+    def reply_queue(self, name: str) -> None:
+        self.__dict__["_reply_queue"] = name
+
+    @property
+    def broker(self) -> Any:
+        """The broker client (``amqp.Broker``), created on first use: pika loads only then."""
+        if self._broker is None:
+            with self._lock:
+                if self._broker is None:
+                    from .amqp import Broker  # deferred so that `import minicelery` never loads pika
+
+                    conf = self.conf
+                    self._broker = Broker(
+                        url=conf.broker_write_url or conf.broker_url, heartbeat=conf.broker_heartbeat,
+                        connect_timeout=conf.broker_connection_timeout,
+                        transport_options=conf.broker_transport_options)
+        return self._broker
+
+    @property
+    def backend(self) -> Any:
+        """The result backend for ``result_backend`` (``rpc://`` or disabled)."""
+        if self._backend is None:
+            with self._lock:
+                if self._backend is None:
+                    from .backends import backend_for  # deferred like the broker
+
+                    self._backend = backend_for(self)
+        return self._backend
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, *, task_id: str | None = None,
+                  countdown: float | None = None, eta: datetime | None = None,
+                  expires: float | datetime | None = None, **options: Any) -> AsyncResult:
+        """Send a task by name (it need not be registered here) and return its ``AsyncResult``.
+
+        Options: ``queue``, ``routing_key``, ``exchange``, ``priority``, ``headers``, ``serializer``,
+        ``ignore_result``, ``retries``, ``time_limit``, ``soft_time_limit``, ``reply_to``, ``shadow``,
+        ``root_id``, ``parent_id``.
+        """
+        conf = self.conf
+        ignore_result = options.pop("ignore_result", None)
+        if ignore_result is None:
+            ignore_result = conf.task_ignore_result
+        parent = _state.get_current_task()
+        if parent is not None and not parent.request.called_directly:
+            options.setdefault("parent_id", parent.request.id)
+            options.setdefault("root_id", parent.request.root_id or parent.request.id)
+        message = build_message(self, name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta,
+                                expires=expires, ignore_result=bool(ignore_result), options=options)
+        exchange, routing_key, queue = route(self, name, options)
+        declare = self._queue_declarations(queue)
+        if not ignore_result:
+            self.backend.prepare(message.reply_to)
+        envelope = message.encode(options.get("serializer") or conf.task_serializer)
+        self.broker.publish(envelope.body, envelope.properties, exchange=exchange,
+                            routing_key=routing_key, declare=declare)
+        return self.AsyncResult(message.id, task_name=name, ignored=bool(ignore_result))
+
+    def _queue_declarations(self, queue: str | None) -> tuple[Any, ...]:
+        """The declarations to make (once per connection) before publishing to ``queue``."""
+        if queue is None:
+            return ()
+        specs = self.__dict__.setdefault("_queue_specs", {})
+        if queue not in specs:
+            from .amqp import QueueSpec  # pika is loaded by now: this runs just before a publish
+
+            specs[queue] = (QueueSpec(queue),)
+        return specs[queue]  # type: ignore[no-any-return]
+
+    @property
+    def AsyncResult(self) -> type[AsyncResult]:  # noqa: N802 - Celery's name
+        """``AsyncResult`` bound to this app."""
+        cls = self.__dict__.get("_async_result")
+        if cls is None:
+            cls = type("AsyncResult", (AsyncResult,), {"app": self, "__module__": AsyncResult.__module__})
+            self.__dict__["_async_result"] = cls
+        return cls  # type: ignore[no-any-return]
+
+    # -- worker -----------------------------------------------------------------------------------
+
+    def worker_main(self, argv: list[str] | None = None) -> int:
+        """Run the worker command line for this app (``argv`` like ``['worker', '-l', 'INFO']``)."""
+        # Whitelisted upward import: the app layer knows nothing of the worker, except this entry
+        # point Celery offers, which hands over to the command line at call time.
+        from .cli import main
+
+        return main(list(argv or ["worker"]), app=self)
+
+
+def _oid(app: Celery, scope: Any) -> str:
+    """A stable uuid3 for (host, process, scope, app), like Celery's ``oid_from``."""
+    return str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode():x}-{os.getpid():x}-{scope}-{id(app):x}"))
+
+
+def shared_task(*args: Any, **kwargs: Any) -> Any:
+    """Decorator for tasks of reusable libraries: the result always resolves to the current app's task.
+
+    The task is added to every app finalized from now on and, at once, to every live app that is
+    already finalized.
+    """
+    def create_shared_task(fun: Callable[..., Any]) -> Any:
+        if getattr(fun, "_shared_task_applied", False):
+            raise TypeError("@shared_task was applied more than once to the same function. "
+                            "Remove the extra @shared_task decorator.")
+        name = kwargs.get("name")
+        _state.connect_on_app_finalize(lambda app: app._task_from_fun(fun, **kwargs))
+        for app in _state.live_apps():
+            if app.finalized:
+                with app._finalize_mutex:
+                    app._task_from_fun(fun, **kwargs)
+        fun._shared_task_applied = True  # type: ignore[attr-defined]
+
+        def current_task() -> Any:
+            app = _state.get_current_app()
+            return app.tasks[name or app.gen_task_name(fun.__name__, fun.__module__)]
+
+        return Proxy(current_task)
+
+    if len(args) == 1 and callable(args[0]):
+        return create_shared_task(args[0])
+    return create_shared_task
+

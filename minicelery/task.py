@@ -1,0 +1,351 @@
+"""The ``Task`` class: what ``@app.task`` turns a function into.
+
+A task is a singleton instance of a class made for one function. Calling it runs the function here;
+``delay``/``apply_async`` send a message; ``apply`` runs it through the tracer like a worker would;
+``retry`` re-sends it from inside a run. Celery's counterpart is ``celery.app.task``; left out are
+signatures/canvas (``s()``, ``link``), rate limits and ``update_state`` from inside a worker child.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from . import _state, trace
+from .exceptions import MaxRetriesExceededError, Retry
+from .local import LocalStack
+
+__all__ = ["Task", "Context"]
+
+#: Task attributes filled from the app's configuration when a task is bound to an app.
+_FROM_CONFIG = (
+    ("serializer", "task_serializer"),
+    ("rate_limit", "task_default_rate_limit"),
+    ("priority", "task_default_priority"),
+    ("track_started", "task_track_started"),
+    ("acks_late", "task_acks_late"),
+    ("acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout"),
+    ("reject_on_worker_lost", "task_reject_on_worker_lost"),
+    ("ignore_result", "task_ignore_result"),
+    ("store_errors_even_if_ignored", "task_store_errors_even_if_ignored"),
+    ("time_limit", "task_time_limit"),
+    ("soft_time_limit", "task_soft_time_limit"),
+)
+
+#: Task attributes that become message options unless the caller gives them.
+_EXEC_OPTIONS = ("queue", "routing_key", "exchange", "priority", "expires", "serializer",
+                 "delivery_mode", "time_limit", "soft_time_limit")
+
+
+class Context:
+    """The request of one run of a task: its id, arguments, retries and where its message came from.
+
+    Only what is set shows in ``repr``; everything else reads as Celery's default.
+    """
+
+    id: str | None = None
+    args: Any = None
+    kwargs: Any = None
+    retries = 0
+    eta: Any = None
+    expires: Any = None
+    is_eager = False
+    headers: Any = None
+    delivery_info: Any = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    origin: str | None = None
+    hostname: str | None = None
+    timelimit: Any = None
+    ignore_result = False
+    called_directly = True
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
+
+    def __init__(self, *args: Mapping[str, Any], **kwargs: Any) -> None:
+        self.update(*args, **kwargs)
+        if self.headers is None:
+            self.headers = None
+
+    def update(self, *args: Mapping[str, Any], **kwargs: Any) -> None:
+        """Set fields from mappings and keywords."""
+        for mapping in args:
+            self.__dict__.update(mapping)
+        self.__dict__.update(kwargs)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Read a field, with a default."""
+        return getattr(self, key, default)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields that were set."""
+        return dict(self.__dict__)
+
+    def __repr__(self) -> str:
+        return f"<Context: {vars(self)!r}>"
+
+
+class Task:
+    """Base class of every task. ``app.Task`` is this class bound to one app."""
+
+    name: str | None = None
+    typing = True
+    max_retries: int | None = 3
+    default_retry_delay = 180
+    rate_limit: Any = None
+    ignore_result: Any = None
+    store_errors_even_if_ignored: Any = None
+    serializer: Any = None
+    time_limit: Any = None
+    soft_time_limit: Any = None
+    acks_late: Any = None
+    acks_on_failure_or_timeout: Any = None
+    reject_on_worker_lost: Any = None
+    track_started: Any = None
+    priority: Any = None
+    expires: Any = None
+    trail = True
+    send_events = True
+    throws: tuple[type[BaseException], ...] = ()
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    dont_autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_kwargs: dict[str, Any] = {}
+    retry_backoff: bool | int | float = False
+    retry_backoff_max = 600
+    retry_jitter = True
+    abstract = True
+    type = "regular"
+    request_stack: LocalStack | None = None
+    _app: Any = None
+    _signature_check: Callable[..., Any] | None = None
+
+    @classmethod
+    def bind(cls, app: Any) -> Any:
+        """Attach the task class to ``app`` and fill unset options from its configuration."""
+        cls._app = app
+        conf = app.conf
+        for attr, key in _FROM_CONFIG:
+            if getattr(cls, attr, None) is None:
+                setattr(cls, attr, conf.get(key))
+        if cls.__dict__.get("request_stack") is None:
+            cls.request_stack = LocalStack()
+        return app
+
+    @property
+    def app(self) -> Any:
+        """The app this task belongs to (the current app for an unbound task)."""
+        return type(self)._app or _state.get_current_app()
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """The body of the task; ``@app.task`` sets it to the decorated function."""
+        raise NotImplementedError("Tasks must define the run method.")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        _state.push_task(self)
+        self.push_request(args=args, kwargs=kwargs)
+        try:
+            return self.run(*args, **kwargs)
+        finally:
+            self.pop_request()
+            _state.pop_task()
+
+    __call__.default_task_call = True  # type: ignore[attr-defined]  # trace calls .run directly then
+
+    def __repr__(self) -> str:
+        app = self.app
+        return f"<@task: {self.name} of {app.main or '__main__'} at {id(app):#x}>"
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def push_request(self, *args: Any, **kwargs: Any) -> None:
+        """Start a request (the run's context) on this thread."""
+        self._requests().push(Context(*args, **kwargs))
+
+    def pop_request(self) -> None:
+        """End the innermost request on this thread."""
+        self._requests().pop()
+
+    def _requests(self) -> LocalStack:
+        stack = type(self).request_stack
+        if stack is None:
+            stack = type(self).request_stack = LocalStack()
+        return stack
+
+    @property
+    def request(self) -> Context:
+        """The context of the run in progress on this thread, or a default one."""
+        top = self._requests().top
+        return top if top is not None else Context()
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """Send the task with these arguments; shorthand for ``apply_async(args, kwargs)``."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
+                    shadow: str | None = None, **options: Any) -> Any:
+        """Send the task to a worker (or run it here under ``task_always_eager``) and return its result.
+
+        Options are Celery's: ``countdown``, ``eta``, ``expires``, ``queue``, ``routing_key``,
+        ``exchange``, ``priority``, ``headers``, ``serializer``, ``ignore_result``, ``time_limit``,
+        ``soft_time_limit``, ``retries``, ``reply_to``.
+        """
+        args = tuple(args or ())
+        kwargs = dict(kwargs or {})
+        hard, soft = options.get("time_limit", self.time_limit), options.get(
+            "soft_time_limit", self.soft_time_limit)
+        if hard is not None and soft is not None and soft > hard:
+            raise ValueError("soft_time_limit must be less than or equal to time_limit")
+        if self.typing:
+            self.check_arguments(*args, **kwargs)
+        app = self.app
+        if app.conf.task_always_eager:
+            return self.apply(args, kwargs, task_id=task_id or str(uuid.uuid4()), **options)
+        for attr in _EXEC_OPTIONS:
+            value = getattr(self, attr, None)
+            if value is not None:
+                options.setdefault(attr, value)
+        options.setdefault("ignore_result", self.ignore_result)
+        return app.send_task(self.name, args, kwargs, task_id=task_id, shadow=shadow, **options)
+
+    def check_arguments(self, *args: Any, **kwargs: Any) -> None:
+        """Raise Python's own ``TypeError`` when the arguments do not fit the task's signature."""
+        check = type(self).__dict__.get("_signature_check")
+        if check is None:
+            check = trace.signature_checker(self.run, bound=_is_bound(self))
+            type(self)._signature_check = staticmethod(check)  # type: ignore[assignment]
+            check = type(self).__dict__["_signature_check"]
+        check(*args, **kwargs)
+
+    def apply(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
+              retries: int = 0, throw: bool | None = None, **options: Any) -> Any:
+        """Run the task here, through the tracer, and return an ``EagerResult``.
+
+        The arguments go through the serializer first, as they would on the wire. Exceptions propagate
+        when ``throw`` is true (default: ``task_eager_propagates``).
+        """
+        from .result import EagerResult  # same layer; imported here to keep result's import optional
+
+        app = self.app
+        task_id = task_id or str(uuid.uuid4())
+        args, kwargs = trace.round_trip(args or (), kwargs or {},
+                                        options.get("serializer") or self.serializer or "json")
+        throw = app.conf.task_eager_propagates if throw is None else throw
+        request = {"id": task_id, "retries": retries, "is_eager": True, "called_directly": False,
+                   "root_id": task_id, "delivery_info": {"is_eager": True}}
+        outcome = trace.run_task(self, args, kwargs, request, eager=True)
+        if throw and outcome.state in ("FAILURE",):
+            raise outcome.value
+        return EagerResult(task_id, outcome.value, outcome.state, outcome.traceback, name=self.name)
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> Any:  # noqa: N802 - Celery's name
+        """A result handle for ``task_id`` of this task."""
+        return self.app.AsyncResult(task_id, task_name=self.name, **kwargs)
+
+    # -- retrying ---------------------------------------------------------------------------------
+
+    def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None,
+              throw: bool = True, eta: datetime | None = None, countdown: float | None = None,
+              max_retries: int | None = None, **options: Any) -> Retry:
+        """Send this task again (same id, ``retries`` + 1) and end the current run as RETRY.
+
+        Raises ``Retry`` (or returns it with ``throw=False``); past ``max_retries`` raises ``exc`` if
+        given, else ``MaxRetriesExceededError``. Called outside a worker run, re-raises ``exc``.
+        """
+        request = self.request
+        retries = request.retries + 1
+        max_retries = self.max_retries if max_retries is None else max_retries
+        if request.called_directly:
+            if exc is not None:
+                raise exc
+            raise Retry("Task can be retried", None)
+        if max_retries is not None and retries > max_retries:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}",
+                task_args=request.args, task_kwargs=request.kwargs)
+        if eta is None and countdown is None:
+            countdown = self.default_retry_delay
+        args = request.args if args is None else args
+        kwargs = request.kwargs if kwargs is None else kwargs
+        retry = Retry(exc=exc, when=eta or countdown, is_eager=request.is_eager)
+        if request.is_eager:
+            retry.sig = (args, kwargs, retries)
+        else:
+            self._resend(request, args, kwargs, retries, eta=eta, countdown=countdown, **options)
+        if throw:
+            raise retry
+        return retry
+
+    def _resend(self, request: Context, args: Any, kwargs: Any, retries: int, **options: Any) -> None:
+        delivery = request.delivery_info or {}
+        options.setdefault("queue", delivery.get("routing_key") if not delivery.get("exchange") else None)
+        if options["queue"] is None:
+            del options["queue"]
+        self.app.send_task(
+            self.name, args, kwargs, task_id=request.id, retries=retries, root_id=request.root_id,
+            parent_id=request.id, reply_to=request.reply_to, ignore_result=request.ignore_result,
+            priority=(delivery.get("priority") or None), time_limit=(request.timelimit or (None,))[0],
+            soft_time_limit=(list(request.timelimit or ()) + [None, None])[1], **options)
+
+    # -- handlers (no-ops, for subclasses) ----------------------------------------------------------
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        """Called in the worker before the task runs."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        """Called in the worker when the task succeeded."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Called in the worker when the task failed."""
+
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Called in the worker when the task is to be retried."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any,
+                     einfo: Any) -> None:
+        """Called in the worker after the task returned, whatever its state."""
+
+
+def _is_bound(task: Task) -> bool:
+    return getattr(type(task), "_bound_function", False)
+
+
+def add_autoretry_behaviour(task: Task) -> None:
+    """Wrap ``task.run`` so the exceptions in ``autoretry_for`` turn into ``task.retry(exc=...)``."""
+    autoretry_for = tuple(task.autoretry_for or ())
+    if not autoretry_for:
+        return
+    dont_autoretry_for = tuple(task.dont_autoretry_for or ())
+    retry_kwargs = dict(task.retry_kwargs or {})
+    inner = task.run
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return inner(*args, **kwargs)
+        except Retry:
+            raise
+        except dont_autoretry_for:
+            raise
+        except autoretry_for as exc:
+            options = dict(retry_kwargs)
+            if task.retry_backoff and "countdown" not in options:
+                options["countdown"] = backoff_countdown(
+                    task.retry_backoff, task.request.retries, task.retry_backoff_max, task.retry_jitter)
+            raise task.retry(exc=exc, **options)
+
+    task.run = run  # type: ignore[method-assign]
+
+
+def backoff_countdown(factor: bool | float, retries: int, maximum: float, jitter: bool) -> int:
+    """Exponential backoff as Celery computes it: ``min(max, factor * 2**retries)``, then jitter."""
+    countdown = min(int(maximum), int(max(1.0, float(factor))) * 2 ** retries)
+    return random.randrange(countdown + 1) if jitter else countdown
