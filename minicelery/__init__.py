@@ -7,7 +7,7 @@ pika nor multiprocessing: the broker connection and the worker pool are loaded w
 
 from . import states
 from ._state import current_app, current_task
-from .app import Celery, shared_task
+from .app import Celery
 from .exceptions import (
     ImproperlyConfigured,
     MaxRetriesExceededError,
@@ -21,6 +21,7 @@ from .exceptions import (
 )
 from .local import PromiseProxy, Proxy
 from .result import AsyncResult, EagerResult
+from .shared import shared_task
 from .task import Task
 
 __version__ = "0.1.0"

@@ -2,7 +2,7 @@
 
 Creating an app only creates a logical clock and a task registry, makes the app current and calls
 ``on_init()``; configuration is read on first use, tasks are built when touched or when the app
-finalizes, and the broker connection opens with the first message sent. ``shared_task`` lives here too.
+finalizes, and the broker connection opens with the first message sent.
 Celery's counterpart is ``celery.app.base``; left out are loaders, fixups, signals, events, beat, control
 and the canvas.
 """
@@ -22,13 +22,13 @@ from . import _state
 from .clock import LamportClock
 from .config import Settings
 from .exceptions import DuplicateTaskNameWarning, ImproperlyConfigured
-from .local import PromiseProxy, Proxy
+from .local import PromiseProxy
 from .registry import TaskRegistry
 from .result import AsyncResult
 from .sending import build_message, route
 from .task import Task, add_autoretry_behaviour
 
-__all__ = ["Celery", "shared_task"]
+__all__ = ["Celery"]
 
 _ENVVAR_NOT_SET = """\
 The environment variable {0!r} is not set,
@@ -269,17 +269,19 @@ class Celery:
     @property
     def Task(self) -> type[Task]:  # noqa: N802 - Celery's name
         """The base class of this app's tasks: ``task_cls`` bound to the app."""
-        cls = self.__dict__.get("_task_base")
-        if cls is None:
-            cls = type("Task", (self.task_cls,), {"_app": self, "abstract": True,
-                                                  "__module__": self.task_cls.__module__,
-                                                  "__doc__": self.task_cls.__doc__})
-            self.__dict__["_task_base"] = cls
-        return cls  # type: ignore[no-any-return]
+        return self._bound_class("Task", self.task_cls, _app=self, abstract=True)
 
     @Task.setter
     def Task(self, cls: type[Task]) -> None:  # noqa: N802
-        self.__dict__["_task_base"] = cls
+        self.__dict__["_bound_Task"] = cls
+
+    def _bound_class(self, name: str, base: type, **attrs: Any) -> Any:
+        """A subclass of ``base`` that knows this app, made once (Celery's ``subclass_with_self``)."""
+        key = f"_bound_{name}"
+        if key not in self.__dict__:
+            self.__dict__[key] = type(name, (base,), {"__module__": base.__module__,
+                                                      "__doc__": base.__doc__, **attrs})
+        return self.__dict__[key]
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -376,11 +378,7 @@ class Celery:
     @property
     def AsyncResult(self) -> type[AsyncResult]:  # noqa: N802 - Celery's name
         """``AsyncResult`` bound to this app."""
-        cls = self.__dict__.get("_async_result")
-        if cls is None:
-            cls = type("AsyncResult", (AsyncResult,), {"app": self, "__module__": AsyncResult.__module__})
-            self.__dict__["_async_result"] = cls
-        return cls  # type: ignore[no-any-return]
+        return self._bound_class("AsyncResult", AsyncResult, app=self)  # type: ignore[no-any-return]
 
     # -- worker -----------------------------------------------------------------------------------
 
@@ -396,33 +394,3 @@ class Celery:
 def _oid(app: Celery, scope: Any) -> str:
     """A stable uuid3 for (host, process, scope, app), like Celery's ``oid_from``."""
     return str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode():x}-{os.getpid():x}-{scope}-{id(app):x}"))
-
-
-def shared_task(*args: Any, **kwargs: Any) -> Any:
-    """Decorator for tasks of reusable libraries: the result always resolves to the current app's task.
-
-    The task is added to every app finalized from now on and, at once, to every live app that is
-    already finalized.
-    """
-    def create_shared_task(fun: Callable[..., Any]) -> Any:
-        if getattr(fun, "_shared_task_applied", False):
-            raise TypeError("@shared_task was applied more than once to the same function. "
-                            "Remove the extra @shared_task decorator.")
-        name = kwargs.get("name")
-        _state.connect_on_app_finalize(lambda app: app._task_from_fun(fun, **kwargs))
-        for app in _state.live_apps():
-            if app.finalized:
-                with app._finalize_mutex:
-                    app._task_from_fun(fun, **kwargs)
-        fun._shared_task_applied = True  # type: ignore[attr-defined]
-
-        def current_task() -> Any:
-            app = _state.get_current_app()
-            return app.tasks[name or app.gen_task_name(fun.__name__, fun.__module__)]
-
-        return Proxy(current_task)
-
-    if len(args) == 1 and callable(args[0]):
-        return create_shared_task(args[0])
-    return create_shared_task
-

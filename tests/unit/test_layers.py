@@ -1,0 +1,123 @@
+"""The package's shape: imports point down the layers, and ``import minicelery`` stays light."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "minicelery"
+
+#: Module → layer. A module may import from its own layer or below, never above.
+LAYERS = {
+    "exceptions": 0, "local": 0, "defaults": 0, "clock": 0, "urls": 0, "states": 0,
+    "_state": 1, "imports": 1, "log": 1,
+    "config": 2, "registry": 2, "serialization": 2, "protocol": 2,
+    "trace": 3, "task": 3, "result": 3, "sending": 3,
+    "amqp": 4, "backends": 4,
+    "app": 5, "shared": 5,
+    "worker": 6,
+    "cli": 7, "__main__": 7, "__init__": 8,
+}
+
+#: Function-level imports that go up a layer on purpose; each is commented where it happens.
+WHITELIST = {
+    ("_state", "app"),   # the lazily created default app
+    ("app", "cli"),      # app.worker_main(), Celery's entry point into the command line
+}
+
+#: Third-party and heavy modules and the one module allowed to import each.
+SOLE_HOMES = {"pika": {"amqp"}, "multiprocessing": {"worker.pool", "worker.child"},
+              "argparse": {"cli"}, "msgpack": {"serialization"}}
+
+FORBIDDEN = {"celery", "kombu", "billiard", "vine", "amqp"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts)
+
+
+def layer_of(name: str) -> int:
+    return LAYERS[name.split(".")[0]]
+
+
+def imports_of(path: Path):
+    """(kind, imported module, is_function_level) for every import in ``path``."""
+    own = module_name(path)
+    package_parts = own.split(".")[:-1]
+    found = []
+
+    def visit(node, function_level):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue  # annotations only: never imported at run time
+            inner = function_level or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = package_parts[: len(package_parts) - (child.level - 1)]
+                    names = [child.module] if child.module else [alias.name for alias in child.names]
+                    found.extend(("internal", ".".join(base + [n]), inner) for n in names)
+                else:
+                    found.append(("external", child.module or "", inner))
+            elif isinstance(child, ast.Import):
+                found.extend(("external", alias.name, inner) for alias in child.names)
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text()), False)
+    return found
+
+
+def all_modules():
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def test_every_module_has_a_layer():
+    for path in all_modules():
+        name = module_name(path)
+        assert name.split(".")[0] in LAYERS, f"{name} has no layer in LAYERS"
+
+
+def test_imports_point_down():
+    upward = []
+    for path in all_modules():
+        own = module_name(path)
+        if own.endswith("__init__") and own != "__init__":
+            continue
+        for kind, target, function_level in imports_of(path):
+            if kind != "internal" or not target:
+                continue
+            if target == "" or target.split(".")[0] not in LAYERS:
+                continue
+            if layer_of(target) > layer_of(own):
+                edge = (own.split(".")[0], target.split(".")[0])
+                if not (function_level and edge in WHITELIST):
+                    upward.append(f"{own} -> {target}")
+    assert upward == []
+
+
+def test_third_party_modules_have_one_home_and_celery_is_never_imported():
+    wrong = []
+    for path in all_modules():
+        own = module_name(path)
+        for kind, target, _ in imports_of(path):
+            if kind != "external":
+                continue
+            top = target.split(".")[0]
+            assert top not in FORBIDDEN, f"{own} imports {target}"
+            if top in SOLE_HOMES and own not in SOLE_HOMES[top]:
+                wrong.append(f"{own} imports {top}")
+    assert wrong == []
+
+
+def test_import_minicelery_loads_no_heavy_module():
+    code = ("import sys, minicelery\nminicelery.Celery('x')\n"
+            "print(sorted(m for m in ('pika', 'multiprocessing', 'argparse', 'msgpack') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_modules_stay_small():
+    big = {module_name(p): n for p in all_modules() if (n := len(p.read_text().splitlines())) > 400}
+    assert big == {}
