@@ -235,7 +235,7 @@ class Celery:
                         "The first registration is kept."), stacklevel=3)
                 return existing  # type: ignore[no-any-return]
             attrs = {"app": None, "_app": self, "name": name,
-                     "run": fun if bind else staticmethod(fun), "_bound_function": bind,
+                     "run": fun if bind else staticmethod(fun),
                      "__wrapped__": fun, "__doc__": fun.__doc__, "__module__": fun.__module__,
                      "__qualname__": fun.__qualname__, "_signature_check": None, **options}
             del attrs["app"]

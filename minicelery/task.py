@@ -217,11 +217,11 @@ class Task:
 
     def check_arguments(self, *args: Any, **kwargs: Any) -> None:
         """Raise Python's own ``TypeError`` when the arguments do not fit the task's signature."""
-        check = type(self).__dict__.get("_signature_check")
-        if check is None:
-            check = trace.signature_checker(self.run, bound=_is_bound(self))
-            type(self)._signature_check = staticmethod(check)  # type: ignore[assignment]
-            check = type(self).__dict__["_signature_check"]
+        cls = type(self)
+        check = cls.__dict__.get("_signature_check")
+        if check is None:  # built once per task class; a bound run() already hides `self`
+            check = trace.signature_checker(self.run)
+            cls._signature_check = staticmethod(check)  # type: ignore[assignment]
         check(*args, **kwargs)
 
     def apply(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
@@ -313,10 +313,6 @@ class Task:
     def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any,
                      einfo: Any) -> None:
         """Called in the worker after the task returned, whatever its state."""
-
-
-def _is_bound(task: Task) -> bool:
-    return getattr(type(task), "_bound_function", False)
 
 
 def add_autoretry_behaviour(task: Task) -> None:

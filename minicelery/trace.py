@@ -111,7 +111,7 @@ class _Default:
         return "_DEFAULT"
 
 
-def signature_checker(fun: Callable[..., Any], bound: bool = False) -> Callable[..., None]:
+def signature_checker(fun: Callable[..., Any]) -> Callable[..., None]:
     """Return a function with ``fun``'s parameters and an empty body.
 
     Calling it with wrong arguments raises the very ``TypeError`` Python would raise for ``fun``
@@ -122,10 +122,9 @@ def signature_checker(fun: Callable[..., Any], bound: bool = False) -> Callable[
         signature = inspect.signature(fun)
     except (TypeError, ValueError):
         return lambda *args, **kwargs: None
-    params = list(signature.parameters.values())[1 if bound else 0:]
     default = _Default()
     params = [p.replace(annotation=p.empty, default=p.empty if p.default is p.empty else default)
-              for p in params]
+              for p in signature.parameters.values()]
     name = getattr(fun, "__name__", "task")
     if not name.isidentifier():
         name = "task"
