@@ -1,0 +1,399 @@
+"""``app.conf``: the layered, lazily loaded settings object, its printed forms and the censoring of secrets.
+
+A read looks in three layers, highest first: the run-time **changes** (``conf.x = v``, ``update()``, the
+app's constructor arguments), the **source** given to ``config_from_object()`` (imported on the first
+read), and the **defaults** of :mod:`minicelery.defaults`.
+
+Celery's counterparts: ``Settings``, ``detect_settings`` and ``filter_hidden_settings`` in
+``celery.app.utils``, ``PendingConfiguration`` in ``celery.app.base``. Differences: run-time changes beat
+the source even when a source is loaded after the first read (Celery drops them); every read path applies
+the environment overrides and derived defaults (Celery: attribute reads only); ``repr()`` does not load;
+no ``deprecated_settings`` key; every URL's password is masked. Left out: ``add_defaults``,
+``find_option``, deprecation warnings for old setting names. See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pprint import pformat
+from typing import Any
+
+from .defaults import DEFAULTS, NEW_TO_OLD, OLD_TO_NEW, SETTINGS
+from .exceptions import ImproperlyConfigured
+from .imports import import_object
+from .urls import DEFAULT_MASK, mask_broker_url, sanitize_url
+
+__all__ = ["Settings", "censor", "HIDDEN_SETTINGS"]
+
+#: Keys whose values are never shown (Celery 5.7's pattern, searched anywhere in the key, any case).
+#: It is deliberately broad: ``task_default_routing_key`` and ``passthrough`` are hidden too.
+HIDDEN_SETTINGS = re.compile(
+    "API|TOKEN|KEY|SECRET|PASS|PROFANITIES_LIST|SIGNATURE|DATABASE|BEAT_DBURI", re.IGNORECASE)
+
+_BROKER_URL_KEYS = frozenset({"broker_url", "broker_read_url", "broker_write_url"})
+_DICT_MEMBERS = frozenset(dir(dict))  # table() hides keys such as 'items' or 'update', like Celery
+
+# Celery's exact texts (celery.app.utils), each rename line formatted as '{old:<36} -> {new}'.
+E_MIX_OLD_INTO_NEW = ("\n\nCannot mix new and old setting keys, please rename the\n"
+                      "following settings to the new format:\n\n{renames}\n\n")
+E_MIX_NEW_INTO_OLD = ("\n\nCannot mix new setting names with old setting names, please\n"
+                      "rename the following settings to use the old format:\n\n{renames}\n\n"
+                      "Or change all of the settings to use the new format :)\n\n")
+
+
+def censor(mapping: Mapping[Any, Any], mask: str = DEFAULT_MASK) -> dict[Any, Any]:
+    """Return a copy of ``mapping`` that is safe to print, following Celery's rules in order.
+
+    A mapping value is censored recursively (its key is not checked); a key matching
+    :data:`HIDDEN_SETTINGS` gets ``mask``, even for ``None``; broker URLs are printed the kombu way with the
+    password masked; any other URL string has its password masked. Lists and tuples are not searched.
+    Censoring a censored mapping changes nothing.
+    """
+    return {key: _censor_value(key, value, mask) for key, value in mapping.items()}
+
+
+def _censor_value(key: Any, value: Any, mask: str) -> Any:
+    if isinstance(value, Mapping):
+        return censor(value, mask)
+    if isinstance(key, str):
+        if HIDDEN_SETTINGS.search(key):
+            return mask
+        if key.lower() in _BROKER_URL_KEYS:
+            return _censor_broker_url(value, mask)
+    # Celery sanitizes the values of keys containing 'backend' only; minicelery masks the password of
+    # every URL (a ``redis_url`` too). sanitize_url leaves a URL without a password unchanged.
+    return sanitize_url(value, mask)
+
+
+def _censor_broker_url(value: Any, mask: str) -> Any:
+    if value == mask:
+        return mask  # already censored; keeps censoring idempotent
+    if value is None or isinstance(value, str):
+        return mask_broker_url(value, mask)
+    if isinstance(value, (list, tuple)):  # a failover list: kombu prints its first URL, we mask them all
+        return type(value)(_censor_broker_url(item, mask) for item in value)
+    return value
+
+
+def _pretty(value: Any) -> str:
+    """Celery's ``celery.utils.text.pretty`` as ``humanize()`` uses it."""
+    if isinstance(value, dict):
+        return "\n " + pformat(value, indent=4, width=80)[1:]
+    if isinstance(value, tuple):
+        return "\n    " + pformat(value, width=80)
+    return pformat(value, width=50)
+
+
+def _match_case(text: str, prefix: str) -> str:
+    return text.upper() if prefix.isupper() else text.lower()
+
+
+class _ObjectSource(Mapping[str, Any]):
+    """A module, class or instance read as a mapping of its public attributes (Celery's DictAttribute)."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __getitem__(self, key: str) -> Any:
+        if not isinstance(key, str) or key.startswith("_"):
+            raise KeyError(key)
+        try:
+            return getattr(self.obj, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in dir(self.obj) if not name.startswith("_"))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _resolve_source(obj: Any, silent: bool) -> Mapping[Any, Any]:
+    """Turn what ``config_from_object`` was given into a mapping; an import error gives ``{}`` if silent."""
+    if isinstance(obj, str):
+        try:
+            obj = import_object(obj)
+        except ImportError:
+            if silent:
+                return {}
+            raise
+    return obj if isinstance(obj, Mapping) else _ObjectSource(obj)
+
+
+def _check_styles(keys: Iterable[Any]) -> None:
+    """Refuse a source that mixes old UPPERCASE and new lowercase setting names (Celery's rule).
+
+    The majority style wins (new on a tie); a key of the other style is an error unless its counterpart
+    is present too.
+    """
+    have = {key for key in keys if isinstance(key, str)}
+    new, old = have & SETTINGS.keys(), have & OLD_TO_NEW.keys()
+    if len(old) > len(new):
+        left, convert, template = new, NEW_TO_OLD, E_MIX_NEW_INTO_OLD
+    else:
+        left, convert, template = old, OLD_TO_NEW, E_MIX_OLD_INTO_NEW
+    really_left = sorted(key for key in left if convert[key] not in have)
+    if really_left:
+        renames = "\n".join(f"{key:<36} -> {convert[key]}" for key in really_left)
+        raise ImproperlyConfigured(template.format(renames=renames))
+
+
+def _first(value: Any, fallback: Callable[[], Any]) -> Any:
+    return fallback() if value is None else value
+
+
+# Settings whose value is computed when read, by canonical name. Environment variables win over
+# everything, as in Celery, so a deployment can point a packaged configuration at another broker.
+_DERIVED: dict[str, Callable[[Settings], Any]] = {
+    "broker_url": lambda c: os.environ.get("CELERY_BROKER_URL") or c._raw("broker_url"),
+    "broker_read_url": lambda c: (os.environ.get("CELERY_BROKER_READ_URL") or c._raw("broker_read_url")
+                                  or c._read("broker_url")),
+    "broker_write_url": lambda c: (os.environ.get("CELERY_BROKER_WRITE_URL") or c._raw("broker_write_url")
+                                   or c._read("broker_url")),
+    "result_backend": lambda c: os.environ.get("CELERY_RESULT_BACKEND") or c._raw("result_backend"),
+    "task_default_exchange": lambda c: _first(c._raw("task_default_exchange"),
+                                              lambda: c._read("task_default_queue")),
+    "task_default_routing_key": lambda c: _first(c._raw("task_default_routing_key"),
+                                                 lambda: c._read("task_default_queue")),
+    "timezone": lambda c: _first(c._raw("timezone"), lambda: c.get("time_zone")),  # Django's name
+}
+
+
+class Settings:
+    """The configuration of an app: ``app.conf``.
+
+    Read a setting as ``conf.task_serializer`` or ``conf['task_serializer']``; write it the same way or
+    with ``update()``. Writes go to the run-time changes and never load anything; the first read loads
+    the source given to ``config_from_object()`` and then calls each function in ``on_load`` once.
+
+    Args:
+        changes: initial run-time changes (the app's constructor arguments).
+        namespace: a prefix such as ``'CELERY'``: ``task_serializer`` is then looked up first as
+            ``CELERY_TASK_SERIALIZER``, in each layer.
+    """
+
+    __slots__ = ("_changes", "_defaults", "_source", "_pending", "_prefix", "_loaded", "on_load")
+
+    def __init__(self, changes: Mapping[Any, Any] | None = None, *, namespace: str | None = None) -> None:
+        init = object.__setattr__  # plain attribute writes would become settings (see __setattr__)
+        init(self, "_changes", dict(changes or {}))
+        init(self, "_defaults", copy.deepcopy(DEFAULTS))  # a private copy: defaults hold mutable dicts
+        init(self, "_source", {})
+        init(self, "_pending", None)  # (obj, silent) of a source not loaded yet
+        init(self, "_prefix", None)
+        init(self, "_loaded", False)
+        init(self, "on_load", [])
+        self._set_namespace(namespace)
+
+    @property
+    def loaded(self) -> bool:
+        """True once the source has been read (``app.configured``)."""
+        return self._loaded
+
+    @property
+    def changes(self) -> dict[Any, Any]:
+        """The run-time changes, the highest layer (a live dict)."""
+        return self._changes
+
+    @property
+    def namespace(self) -> str | None:
+        """The key prefix without its underscore (``'CELERY'``), or None."""
+        return self._prefix[:-1] if self._prefix else None
+
+    def _set_namespace(self, namespace: str | None) -> None:
+        if namespace:
+            object.__setattr__(self, "_prefix", namespace.rstrip("_") + "_")
+
+    def load(self) -> None:
+        """Read the pending source now, if not done yet, then call the ``on_load`` functions once.
+
+        Raises:
+            ModuleNotFoundError: the source names a module or attribute that does not exist.
+            ImproperlyConfigured: the source mixes old and new setting names.
+        """
+        if self._loaded:
+            return
+        if self._pending is not None:
+            self._use_source(*self._pending)
+        object.__setattr__(self, "_loaded", True)
+        for callback in self.on_load:
+            callback(self)
+
+    def config_from_object(self, obj: Any, *, namespace: str | None = None, silent: bool = False,
+                           force: bool = False) -> None:
+        """Use ``obj`` as the source, replacing any previous one; run-time changes still win over it.
+
+        ``obj`` is a module name (``'proj.celeryconfig'``), ``'module:attr'``, ``'module.Attr'``, a module,
+        a class, an instance or a mapping. It is read on the first read of a setting, or at once when
+        ``force`` is true or the settings are already loaded; if it fails then, nothing changes.
+
+        Raises:
+            ModuleNotFoundError: (when loading now) the module or attribute does not exist, unless silent.
+        """
+        self._set_namespace(namespace)
+        if force or self._loaded:
+            self._use_source(obj, silent)
+            self.load()
+        else:
+            object.__setattr__(self, "_pending", (obj, silent))
+
+    def _use_source(self, obj: Any, silent: bool) -> None:
+        source = _resolve_source(obj, silent)
+        if not self._prefix:  # with a namespace, new names are assumed (as in Celery)
+            _check_styles(source)
+        object.__setattr__(self, "_source", source)
+        object.__setattr__(self, "_pending", None)
+
+    # -- lookups --------------------------------------------------------------------------------------
+
+    def _candidates(self, key: Any) -> tuple[Any, ...]:
+        """The names ``key`` is looked up under in each layer: prefixed, bare, then old/new spelling."""
+        if not isinstance(key, str):
+            return (key,)
+        names: list[str | None] = [key, NEW_TO_OLD.get(key), OLD_TO_NEW.get(key)]
+        if self._prefix:
+            prefixed = key if key.startswith(self._prefix) else self._prefix + key
+            names.insert(0, _match_case(prefixed, self._prefix))
+        return tuple(dict.fromkeys(name for name in names if name))
+
+    def _canonical(self, key: Any) -> Any:
+        """The new-style, unprefixed name of ``key``, so one setting is listed once."""
+        if not isinstance(key, str) or key in OLD_TO_NEW:
+            return OLD_TO_NEW.get(key, key)
+        prefix = self._prefix
+        if prefix and key.startswith(prefix) and key == _match_case(key, prefix):
+            key = key[len(prefix):].lower()
+        return key
+
+    def _raw(self, key: Any) -> Any:
+        """The stored value of ``key`` from the highest layer that has it, without derivations."""
+        self.load()
+        candidates = self._candidates(key)
+        for layer in (self._changes, self._source, self._defaults):
+            for name in candidates:
+                if name in layer:
+                    return layer[name]
+        if self._prefix and len(candidates) > 1:
+            raise KeyError(f"Key not found: {key!r} (with prefix: {candidates[0]!r})")
+        raise KeyError(key)
+
+    def _read(self, key: Any) -> Any:
+        derive = _DERIVED.get(self._canonical(key)) if isinstance(key, str) else None
+        return derive(self) if derive else self._raw(key)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._read(key)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails. Dunder probes (copy, pickle) and unset slots must not
+        # load the configuration or recurse.
+        if name.startswith("__") or name in Settings.__slots__:
+            raise AttributeError(name)
+        try:
+            return self._read(name)
+        except KeyError:
+            raise AttributeError(f"'Settings' object has no attribute {name!r}") from None
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The value of ``key``, or ``default`` when no layer has it."""
+        try:
+            return self._read(key)
+        except KeyError:
+            return default
+
+    def __contains__(self, key: Any) -> bool:
+        """Whether any layer has ``key`` (under any of its names); this loads the source."""
+        return self.value_set_for(key) or any(name in self._defaults for name in self._candidates(key))
+
+    def value_set_for(self, key: Any) -> bool:
+        """Whether ``key`` was set by the changes or the source, not just defaulted (this loads)."""
+        self.load()
+        return any(name in layer for layer in (self._changes, self._source) for name in self._candidates(key))
+
+    def _keys(self, with_defaults: bool = True) -> list[Any]:
+        self.load()
+        layers = (self._defaults, self._source, self._changes) if with_defaults else (
+            self._source, self._changes)
+        first_names: dict[Any, Any] = {}  # canonical name → first name seen, in Celery's order
+        for layer in layers:
+            for key in layer:
+                first_names.setdefault(self._canonical(key), key)
+        return list(first_names.values())
+
+    def keys(self) -> list[Any]:
+        """Every key: the defaults' first, then the source's, then the changes', each setting once."""
+        return self._keys()
+
+    def values(self) -> list[Any]:
+        """The values of :meth:`keys`, in the same order."""
+        return [value for _, value in self.items()]
+
+    def items(self) -> list[tuple[Any, Any]]:
+        """``(key, value)`` pairs in the order of :meth:`keys`."""
+        return [(key, self._read(key)) for key in self._keys()]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    # -- writes ---------------------------------------------------------------------------------------
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in Settings.__slots__:
+            object.__setattr__(self, name, value)
+        else:
+            self._changes[name] = value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._changes[key] = value
+
+    def update(self, mapping: Any = None, /, **kwargs: Any) -> None:
+        """Set several settings, like ``dict.update``; they go to the run-time changes."""
+        if mapping is not None:
+            self._changes.update(mapping)
+        self._changes.update(kwargs)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """Set ``key`` unless the run-time changes already have it; return the value there.
+
+        Like Celery's pending configuration, this looks at the changes only, so it never loads the source.
+        """
+        for name in self._candidates(key):
+            if name in self._changes:
+                return self._changes[name]
+        self._changes[key] = default
+        return default
+
+    # -- printing -------------------------------------------------------------------------------------
+
+    def table(self, with_defaults: bool = False, censored: bool = True) -> dict[Any, Any]:
+        """The settings as a dict: only those set by the changes or the source, unless ``with_defaults``.
+
+        Keys starting with ``_`` and names of dict methods are left out; ``censored`` masks secrets
+        (see :func:`censor`).
+        """
+        table = {key: self._read(key) for key in self._keys(with_defaults)
+                 if not (isinstance(key, str) and (key.startswith("_") or key in _DICT_MEMBERS))}
+        return censor(table) if censored else table
+
+    def humanize(self, with_defaults: bool = False, censored: bool = True) -> str:
+        """The table as text, one ``key: value`` per line, in Celery's format."""
+        return "\n".join(f"{key}: {_pretty(value)}"
+                         for key, value in self.table(with_defaults, censored).items())
+
+    def __repr__(self) -> str:
+        # Does not load (a repr in a debugger must not import the configuration module), and names the
+        # source without showing its values, which may hold secrets.
+        source = self._pending[0] if self._pending else getattr(self._source, "obj", self._source)
+        if not isinstance(source, str):
+            source = getattr(source, "__name__", type(source).__name__) if source else None
+        state = "loaded" if self._loaded else "not loaded"
+        return f"<Settings {state}, source={source!r}, changed={list(self._changes)}>"
+
+Mapping.register(Settings)  # so isinstance(conf, Mapping) holds, as for Celery's ChainMap-based conf
