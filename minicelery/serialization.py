@@ -1,0 +1,352 @@
+"""Values on the wire: the json and msgpack codecs and ``accept``, exceptions as dicts, and saferepr.
+
+The bytes are kombu's, so Celery peers read ours and we read theirs: JSON with Python's default separators
+and ``ensure_ascii``, where types JSON lacks travel wrapped (``{"__type__": "datetime", "__value__": ...}``,
+likewise date, time, decimal, uuid, bytes/base64), and msgpack with ``use_bin_type=True``. A message with
+no content type is kombu's trusted ``application/data``: handed back undecoded (text, or bytes if binary).
+Counterparts: ``kombu.serialization``, ``kombu.utils.json``, ``prepare_exception``/``exception_to_python``
+in ``celery.backends.base``, and ``celery.utils.saferepr``. Left out: pickle and yaml, refused whatever
+``accept`` says (unpickling broker data runs the sender's code); custom serializers and JSON types; ``raw``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import functools
+import json
+import numbers
+import sys
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from . import exceptions
+from .exceptions import ContentDisallowed, DecodeError, EncodeError, ImproperlyConfigured, SecurityError
+
+__all__ = ["SERIALIZERS", "accepted", "check_accepted", "dumps", "exception_to_meta", "loads",
+           "meta_to_exception", "saferepr"]
+
+JSON = "application/json"
+MSGPACK = "application/x-msgpack"
+PICKLE = "application/x-python-serialize"
+YAML = "application/x-yaml"
+
+#: The serializers minicelery encodes with: name -> (content_type, content_encoding).
+SERIALIZERS: dict[str, tuple[str, str]] = {"json": (JSON, "utf-8"), "msgpack": (MSGPACK, "binary")}
+#: Every name kombu knows, so that ``accept_content=['pickle']`` is understood (and refused), not a typo.
+_NAME_TO_TYPE = {"json": JSON, "msgpack": MSGPACK, "pickle": PICKLE, "yaml": YAML}
+_TYPE_TO_NAME = {ctype: name for name, ctype in _NAME_TO_TYPE.items()}
+#: Content types that kombu hands over without deserializing them, whatever ``accept`` says.
+_TRUSTED = frozenset({"application/data", "application/text"})
+#: Never decoded, even when ``accept`` names them (pickle runs code on load; yaml is not installed).
+_NEVER_DECODED = frozenset({PICKLE, YAML})
+#: Content encodings kombu leaves as bytes instead of decoding to text.
+_BINARY_ENCODINGS = frozenset({"binary", "ascii-8bit"})
+
+
+def dumps(obj: Any, serializer: str) -> tuple[str, str, bytes]:
+    """Encode ``obj`` with the named serializer.
+
+    Returns:
+        ``(content_type, content_encoding, body)``, e.g. ``('application/json', 'utf-8', b'[1, 2]')``.
+
+    Raises:
+        ImproperlyConfigured: the serializer is not ``'json'`` or ``'msgpack'``.
+        EncodeError: ``obj`` holds a value the serializer cannot encode (nothing has been sent).
+    """
+    if serializer == "json":
+        try:
+            return JSON, "utf-8", _JSON_ENCODER.encode(obj).encode("utf-8")
+        except Exception as exc:  # like kombu: whatever goes wrong while encoding is an EncodeError
+            raise EncodeError(exc) from exc
+    if serializer == "msgpack":
+        import msgpack  # lazily: `import minicelery` must stay fast
+
+        try:
+            return MSGPACK, "binary", msgpack.packb(obj, use_bin_type=True)
+        except Exception as exc:
+            raise EncodeError(exc) from exc
+    why = "minicelery never sends or decodes it" if serializer in ("pickle", "yaml") else "unknown"
+    raise ImproperlyConfigured(f"Serializer {serializer!r} is not supported ({why}); use json or msgpack.")
+
+
+def loads(body: bytes | str, content_type: str | None, content_encoding: str | None,
+          accept: Collection[str]) -> Any:
+    """Decode a message body, after checking that its content type is in ``accept`` (names or types).
+
+    ``content_encoding`` matters only for a body that is not deserialized (a missing content type means
+    ``application/data``): ``binary`` keeps it as bytes, anything else decodes it to text.
+
+    Raises:
+        ContentDisallowed: the content type is not accepted (pickle and yaml never are).
+        DecodeError: the body cannot be decoded; the original error is its argument and cause.
+    """
+    check_accepted(content_type, accept)
+    decode = _DECODERS.get(content_type or "application/data")
+    try:
+        if decode is not None:
+            return decode(body)
+        return _undecoded(body, content_encoding)
+    except Exception as exc:  # like kombu: a decoder can fail in many ways, all of them a DecodeError
+        raise DecodeError(exc) from exc
+
+
+def check_accepted(content_type: str | None, accept: Collection[str]) -> None:
+    """Refuse a content type that :func:`loads` would refuse, without decoding anything.
+
+    Raises:
+        ContentDisallowed: with kombu's text, e.g. ``Refusing to deserialize untrusted content of type
+            pickle (application/x-python-serialize)``.
+    """
+    ctype = content_type or "application/data"
+    if ctype not in _TRUSTED and ctype not in accepted(accept):
+        name = _TYPE_TO_NAME.get(ctype, ctype)
+        raise ContentDisallowed(f"Refusing to deserialize untrusted content of type {name} ({ctype})")
+
+
+def accepted(accept: Collection[str]) -> frozenset[str]:
+    """Normalise ``accept_content`` to the set of content types minicelery will decode.
+
+    Names become content types (``'json'`` → ``'application/json'``); content types are kept; pickle
+    and yaml are dropped, so a message of either type is always refused.
+
+    Raises:
+        ImproperlyConfigured: a name (an entry without ``/``) that is not a known serializer.
+    """
+    if isinstance(accept, str):  # accept_content='json' is a common slip; kombu would iterate letters
+        accept = (accept,)
+    return _accepted(tuple(accept))
+
+
+@functools.lru_cache(maxsize=64)
+def _accepted(accept: tuple[str, ...]) -> frozenset[str]:
+    # Cached: loads() calls this once per message, and accept lists are few and small.
+    types = set()
+    for entry in accept:
+        if "/" not in entry and entry not in _NAME_TO_TYPE:
+            raise ImproperlyConfigured(f"Unknown serializer {entry!r} in accept_content. "
+                                       "Use 'json', 'msgpack' or a content type such as 'application/json'.")
+        types.add(_NAME_TO_TYPE.get(entry, entry))
+    return frozenset(types - _NEVER_DECODED)
+
+
+#: kombu's JSON wrappers: (type, marker, encoder). datetime comes before date, as a datetime is a date too.
+_JSON_WRAPPERS: tuple[tuple[type, str, Callable[[Any], Any]], ...] = (
+    (datetime.datetime, "datetime", datetime.datetime.isoformat),
+    (datetime.date, "date", datetime.date.isoformat),
+    (datetime.time, "time", datetime.time.isoformat),
+    (decimal.Decimal, "decimal", str),
+    (uuid.UUID, "uuid", lambda value: {"hex": value.hex, "version": value.version}),
+)
+
+
+def _json_default(obj: Any) -> Any:
+    """Encode what JSON has no type for, the way kombu does, so Celery decodes it to the same value."""
+    for cls, marker, encode in _JSON_WRAPPERS:
+        if isinstance(obj, cls):
+            return {"__type__": marker, "__value__": encode(obj)}
+    if isinstance(obj, bytes):  # as text when it is UTF-8, else as base64
+        try:
+            return {"__type__": "bytes", "__value__": obj.decode("utf-8")}
+        except UnicodeDecodeError:
+            return {"__type__": "base64", "__value__": base64.b64encode(obj).decode("ascii")}
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+#: The inverse of _json_default, keyed by ``__type__``.
+_JSON_TYPES: dict[str, Callable[[Any], Any]] = {
+    "datetime": datetime.datetime.fromisoformat,
+    "date": lambda value: datetime.datetime.fromisoformat(value).date(),
+    "time": datetime.time.fromisoformat,
+    "decimal": decimal.Decimal,
+    "uuid": lambda value: uuid.UUID(hex=value["hex"], version=value.get("version")),
+    "bytes": lambda value: value.encode("utf-8"),
+    "base64": lambda value: base64.b64decode(value.encode("utf-8")),
+}
+
+
+def _json_object_hook(obj: dict[str, Any]) -> Any:
+    # kombu unwraps an object only when its keys are exactly __type__ and __value__.
+    if len(obj) == 2 and "__type__" in obj and "__value__" in obj:
+        decode = _JSON_TYPES.get(obj["__type__"])
+        if decode is None:
+            raise ValueError(f"Unsupported __type__ {obj['__type__']!r} in a JSON body")
+        return decode(obj["__value__"])
+    return obj
+
+
+# One encoder and one decoder for the process: json.dumps(..., default=f) would build a new encoder on
+# every call, and this is called once per published task. Defaults otherwise: ', ' and ': ', ensure_ascii.
+_JSON_ENCODER = json.JSONEncoder(default=_json_default)
+_JSON_DECODER = json.JSONDecoder(object_hook=_json_object_hook)
+
+
+def _json_loads(body: bytes | str) -> Any:
+    text = body if isinstance(body, str) else bytes(body).decode("utf-8")  # kombu reads JSON as UTF-8
+    return _JSON_DECODER.decode(text)
+
+
+def _msgpack_loads(body: bytes | str) -> Any:
+    import msgpack  # lazily: `import minicelery` must stay fast
+
+    return msgpack.unpackb(body, raw=False)
+
+
+_DECODERS: dict[str, Callable[[bytes | str], Any]] = {JSON: _json_loads, MSGPACK: _msgpack_loads}
+
+
+def _undecoded(body: bytes | str, content_encoding: str | None) -> bytes | str:
+    # A trusted or unknown-but-accepted type: kombu hands it over as text, or as bytes when binary.
+    encoding = (content_encoding or "utf-8").lower()
+    if isinstance(body, str) or encoding in _BINARY_ENCODINGS:
+        return body
+    return bytes(body).decode(encoding)
+
+
+# --- Exceptions as values: what a FAILURE, RETRY or REVOKED result carries.
+
+#: Modules whose exceptions minicelery has its own classes for: ours, and the names they travel under.
+_OUR_MODULES = frozenset({exceptions.__name__, *exceptions.WIRE_MODULES.values()})
+_MISSING = object()
+
+
+def exception_to_meta(exc: BaseException, serializer: str = "json") -> dict[str, Any]:
+    """Describe an exception for the wire: ``{'exc_type': ..., 'exc_message': [...], 'exc_module': ...}``.
+
+    Arguments the serializer cannot encode are replaced by their ``repr``. minicelery's own exceptions
+    are reported under Celery's module names (``exceptions.WIRE_MODULES``) so Celery peers rebuild them.
+    """
+    cls = type(exc)
+    module = cls.__module__
+    if module == exceptions.__name__:
+        module = exceptions.WIRE_MODULES.get(cls.__name__, module)
+    return {"exc_type": cls.__qualname__, "exc_message": [_encodable(arg, serializer) for arg in exc.args],
+            "exc_module": module}
+
+
+def _encodable(arg: Any, serializer: str) -> Any:
+    try:
+        dumps(arg, serializer)
+    except EncodeError:
+        return _safe_repr(arg)
+    return arg
+
+
+def meta_to_exception(meta: Mapping[str, Any]) -> BaseException:
+    """Rebuild an exception from :func:`exception_to_meta`'s dict, without importing anything.
+
+    minicelery's own classes stand for theirs (also under Celery's module names); other classes are looked
+    up in modules already imported; a missing one becomes a new ``Exception`` subclass of that name.
+
+    Raises:
+        SecurityError: the name resolves to something that is not an exception class (``os.system``).
+        ValueError: ``exc_type`` is missing.
+    """
+    name = meta.get("exc_type")
+    if not isinstance(name, str) or not name:
+        raise ValueError("Exception information must include the exception type (exc_type)")
+    module = meta.get("exc_module")
+    module = module if isinstance(module, str) else None
+    message = meta.get("exc_message", "")
+    cls = _exception_class(module, name, message)
+    try:
+        return cls(*message) if isinstance(message, (list, tuple)) else cls(message)
+    except Exception:  # its constructor wants other arguments than its args: keep name and message
+        return Exception(f"{cls.__name__}({message})")
+
+
+def _exception_class(module: str | None, name: str, message: Any) -> type[BaseException]:
+    if module in _OUR_MODULES and name in exceptions.__all__:
+        ours = getattr(exceptions, name)
+        if isinstance(ours, type) and issubclass(ours, BaseException):
+            return ours
+    # Never import: a result names any module it likes, and importing runs that module's code.
+    found: Any = sys.modules.get(module, _MISSING) if module else _MISSING
+    for part in name.split("."):  # a nested class travels as 'Outer.Inner'
+        found = _MISSING if found is _MISSING else getattr(found, part, _MISSING)
+    if found is _MISSING:
+        return _stand_in(module or "celery.exceptions", name)
+    if not (isinstance(found, type) and issubclass(found, BaseException)):
+        raise SecurityError(f"Expected an exception class, got {module}.{name} with payload {message}")
+    return found
+
+
+@functools.lru_cache(maxsize=128)
+def _stand_in(module: str, qualname: str) -> type[Exception]:
+    # Cached, so that two results carrying the same unknown exception share one class.
+    return type(qualname.rpartition(".")[2], (Exception,), {"__module__": module, "__qualname__": qualname})
+
+
+def _safe_repr(obj: Any) -> str:
+    try:
+        return repr(obj)
+    except Exception as exc:
+        return f"<Unrepresentable {type(obj)!r}{id(obj):#x}: {exc!r}>"
+
+
+# --- saferepr: the text of the argsrepr and kwargsrepr headers.
+
+_PLAIN_NUMBERS = frozenset({int, float, bool})
+
+def saferepr(obj: Any, maxlen: int | None = None, maxlevels: int = 3) -> str:
+    """Celery's ``saferepr``: a ``repr`` that never fails, cut to ``maxlen`` characters plus ``...``.
+
+    Unlike ``repr``, and like Celery's, strings are always in single quotes (only an inner quote is
+    escaped), numbers print with ``str``, and containers nested ``maxlevels`` deep print as ``[...]``.
+    """
+    text = _saferepr(obj, 0, maxlevels, set())
+    # Celery stops its token stream at maxlen and closes the open brackets; a plain cut is simpler and
+    # differs only for texts over maxlen (1024 for the headers), which are cut either way.
+    return text if maxlen is None or len(text) <= maxlen else text[:maxlen] + "..."
+
+
+def _saferepr(obj: Any, depth: int, maxlevels: int, seen: set[int]) -> str:
+    if type(obj) in _PLAIN_NUMBERS:  # the common case first (this runs once per published task)
+        return str(obj)
+    if isinstance(obj, str):
+        return "'" + obj.replace("'", "\\'") + "'"
+    if isinstance(obj, bytes):
+        return f"b'{_bytes_text(obj)}'"
+    opener, closer, items = _container(obj)
+    if not opener:
+        return closer  # not a container: _container put its text in `closer`
+    if maxlevels and depth >= maxlevels:
+        return f"{opener}...{closer}"
+    if id(obj) in seen:
+        return f"<Recursion on {type(obj).__name__} with id={id(obj)}>"
+    seen.add(id(obj))
+    if isinstance(obj, dict):  # a key starts afresh, as in Celery: its own depth, its own recursion guard
+        inner = ", ".join(f"{_saferepr(key, 0, maxlevels, set())}: {_saferepr(v, depth + 1, maxlevels, seen)}"
+                          for key, v in items)
+    else:
+        inner = ", ".join(_saferepr(item, depth + 1, maxlevels, seen) for item in items)
+    seen.discard(id(obj))
+    return opener + inner + closer
+
+
+def _container(obj: Any) -> tuple[str, str, Any]:
+    """Return ``(opener, closer, items)`` for a container, or ``('', text, None)`` for anything else."""
+    if isinstance(obj, (set, frozenset)):
+        if not obj:
+            return "", f"{type(obj).__name__}()", None
+        if type(obj) is set:
+            return "{", "}", obj
+        return f"{type(obj).__name__}({{", "})", obj
+    if isinstance(obj, tuple):
+        return "(", ",)" if len(obj) == 1 else ")", obj
+    if isinstance(obj, dict):
+        return "{", "}", obj.items()
+    if isinstance(obj, list):
+        return "[", "]", obj
+    if isinstance(obj, numbers.Number) and not isinstance(obj, decimal.Decimal):
+        return "", str(obj), None  # Celery prints numbers with str(): True, 1.5, 10
+    return "", _safe_repr(obj), None
+
+
+def _bytes_text(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.hex()
