@@ -233,7 +233,7 @@ class Celery:
                     warnings.warn(DuplicateTaskNameWarning(
                         f"Task name {name!r} is already registered to a different callable. "
                         "The first registration is kept."), stacklevel=3)
-                return existing  # type: ignore[no-any-return]
+                return existing
             attrs = {"app": None, "_app": self, "name": name,
                      "run": fun if bind else staticmethod(fun),
                      "__wrapped__": fun, "__doc__": fun.__doc__, "__module__": fun.__module__,
@@ -264,7 +264,7 @@ class Celery:
         self._tasks[task.name] = task
         task.bind(self)
         add_autoretry_behaviour(task)
-        return task  # type: ignore[no-any-return]
+        return task
 
     @property
     def Task(self) -> type[Task]:  # noqa: N802 - Celery's name
@@ -299,7 +299,7 @@ class Celery:
             local.pid = os.getpid()
         if not hasattr(local, "thread_oid"):
             local.thread_oid = _oid(self, threading.get_ident())
-        return local.thread_oid  # type: ignore[no-any-return]
+        return local.thread_oid
 
     @property
     def reply_queue(self) -> str:
@@ -373,12 +373,12 @@ class Celery:
             from .amqp import QueueSpec  # pika is loaded by now: this runs just before a publish
 
             specs[queue] = (QueueSpec(queue),)
-        return specs[queue]  # type: ignore[no-any-return]
+        return specs[queue]
 
     @property
     def AsyncResult(self) -> type[AsyncResult]:  # noqa: N802 - Celery's name
         """``AsyncResult`` bound to this app."""
-        return self._bound_class("AsyncResult", AsyncResult, app=self)  # type: ignore[no-any-return]
+        return self._bound_class("AsyncResult", AsyncResult, app=self)
 
     # -- worker -----------------------------------------------------------------------------------
 

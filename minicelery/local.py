@@ -202,10 +202,10 @@ class LocalStack:
 
     def _items(self) -> list[Any]:
         try:
-            return self._local.stack  # type: ignore[no-any-return]
+            return self._local.stack
         except AttributeError:
             self._local.stack = []
-            return self._local.stack  # type: ignore[no-any-return]
+            return self._local.stack
 
     def push(self, item: Any) -> None:
         """Put ``item`` on top of this thread's stack."""

@@ -176,7 +176,8 @@ class EagerResult(AsyncResult):
     def _latest(self) -> dict[str, Any] | None:
         return self._meta
 
-    def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
+            disable_sync_subtasks: bool = True, **_: Any) -> Any:
         """Return the result, raising the task's exception when it failed and ``propagate`` is true."""
         if propagate and self._state in states.PROPAGATE_STATES:
             raise self._result

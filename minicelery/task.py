@@ -221,7 +221,7 @@ class Task:
         check = cls.__dict__.get("_signature_check")
         if check is None:  # built once per task class; a bound run() already hides `self`
             check = trace.signature_checker(self.run)
-            cls._signature_check = staticmethod(check)  # type: ignore[assignment]
+            cls._signature_check = staticmethod(check)
         check(*args, **kwargs)
 
     def apply(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
