@@ -1,0 +1,110 @@
+"""Fixtures shared by the integration tests, which talk to the real RabbitMQ on 127.0.0.1:5672.
+
+They fail rather than skip when RabbitMQ is unreachable: a broker test that silently skips proves nothing.
+
+* ``broker_url``: the URL to connect to (checked once per session).
+* ``unique_queue``: a factory of fresh queue names; each queue, and the exchange of the same name that a
+  ``QueueSpec`` declares, is deleted at teardown.
+* ``pika_channel``: a plain pika channel, to look at what minicelery did without going through it.
+* ``rabbitmq_restart``: stops and starts the RabbitMQ application with ``rabbitmqctl``, and always
+  restarts it at teardown, whatever happened.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+
+import pika
+import pytest
+
+HOST, PORT = "127.0.0.1", 5672
+BROKER_URL = f"amqp://guest:guest@{HOST}:{PORT}//"
+
+
+def _plain_connection() -> pika.BlockingConnection:
+    """A plain pika connection; pika retries for up to 30 s, as the broker may be finishing a restart."""
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        HOST, PORT, connection_attempts=150, retry_delay=0.2, socket_timeout=5))
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str:
+    """The URL of the test broker; fails the test when RabbitMQ is not listening on 127.0.0.1:5672."""
+    try:
+        socket.create_connection((HOST, PORT), timeout=5).close()
+    except OSError as exc:
+        pytest.fail(f"RabbitMQ is not reachable on {HOST}:{PORT} ({exc}). Start it (e.g. "
+                    f"`rabbitmq-server -detached`) before running the integration tests.")
+    return BROKER_URL
+
+
+@pytest.fixture
+def pika_channel(broker_url: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+    """A plain pika channel on its own connection, closed at teardown."""
+    connection = _plain_connection()
+    try:
+        yield connection.channel()
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+@pytest.fixture
+def unique_queue(broker_url: str) -> Iterator[Callable[..., str]]:
+    """A factory ``unique_queue(prefix='test') -> name``; every name it gave is deleted at teardown."""
+    names: list[str] = []
+
+    def make(prefix: str = "test") -> str:
+        name = f"minicelery-{prefix}-{uuid.uuid4().hex[:12]}"
+        names.append(name)
+        return name
+
+    yield make
+    if names:
+        connection = _plain_connection()
+        try:
+            channel = connection.channel()
+            for name in names:
+                channel.queue_delete(name)  # deleting what does not exist is not an error in RabbitMQ
+                channel.exchange_delete(name)
+        finally:
+            connection.close()
+
+
+class RabbitControl:
+    """Stop and start the RabbitMQ application (the Erlang node stays up), with ``rabbitmqctl``."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    @staticmethod
+    def _ctl(*args: str) -> None:
+        subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+    def stop(self) -> None:
+        """``rabbitmqctl stop_app``: every connection is closed and the port stops listening."""
+        self.stopped = True
+        self._ctl("stop_app")
+
+    def start(self) -> None:
+        """``start_app`` then ``await_startup``, then wait until AMQP connections are accepted again."""
+        self._ctl("start_app")
+        self._ctl("await_startup")
+        _plain_connection().close()
+        self.stopped = False
+
+
+@pytest.fixture
+def rabbitmq_restart(broker_url: str) -> Iterator[RabbitControl]:
+    """A :class:`RabbitControl`; the broker is always started again at teardown."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl is not on PATH: the broker restart tests need it (and root).")
+    control = RabbitControl()
+    try:
+        yield control
+    finally:
+        control.start()  # whatever happened; start_app on a running node is harmless
