@@ -304,7 +304,7 @@ def _app(broker: Broker, oid: str, result_backend: str | None = "rpc://") -> Any
     """Just what a backend reads from an app: its broker, its reply queue name, its settings."""
     conf = SimpleNamespace(result_backend=result_backend, result_expires=timedelta(days=1),
                            result_accept_content=None, accept_content=["json"])
-    return SimpleNamespace(broker=broker, thread_oid=oid, conf=conf)
+    return SimpleNamespace(broker=broker, thread_oid=oid, reply_queue=oid, conf=conf)
 
 
 def _reply(channel: Any, queue: str, task_id: str, status: str, result: Any = None, **props: Any) -> None:
