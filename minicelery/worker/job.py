@@ -1,0 +1,132 @@
+"""What a pool child does with one job: decode the body, run the task, encode the result message.
+
+The main process only reads a message's headers and hands the raw body over; the child does the
+expensive part (decoding arguments, running the task, logging the outcome, serializing the result) so
+the main process stays free to feed every child. Celery's counterpart is ``celery.app.trace`` as called
+from ``celery.worker.request``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import protocol, serialization, states
+from ..exceptions import NotRegistered
+from ..trace import Outcome, run_task
+
+__all__ = ["Job", "JobResult", "JobHandler", "encode_result"]
+
+logger = logging.getLogger("minicelery.worker.job")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task to run, as the main process sends it to a child (picklable, small)."""
+
+    task: str
+    id: str
+    body: bytes
+    content_type: str | None
+    content_encoding: str | None
+    request: dict[str, Any]
+    send_result: bool
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a child sends back: the state, and the result message ready to publish (or None)."""
+
+    state: str
+    reply: tuple[str, str, bytes] | None
+    requeue: bool = False
+
+
+def encode_result(task_id: str, state: str, value: Any, *, traceback: str | None, serializer: str,
+                  parent_id: str | None = None) -> tuple[str, str, bytes]:
+    """Serialize a result message in Celery's rpc format: ``(content_type, encoding, body)``."""
+    if state in states.EXCEPTION_STATES and isinstance(value, BaseException):
+        value = protocol.exception_to_meta(value)
+    done = datetime.now(timezone.utc) if state in states.READY_STATES else None
+    meta = protocol.result_meta(task_id, state, value, traceback=traceback, children=[],
+                                date_done=done, parent_id=parent_id)
+    try:
+        return serialization.dumps(meta, serializer)
+    except Exception as exc:  # noqa: BLE001 - an unencodable return value becomes a failure
+        failure = protocol.result_meta(task_id, states.FAILURE, protocol.exception_to_meta(exc),
+                                       traceback=None, children=[], date_done=done, parent_id=parent_id)
+        return serialization.dumps(failure, serializer)
+
+
+class JobHandler:
+    """Runs jobs in a child process for one app (built once per child by ``make_handler``)."""
+
+    def __init__(self, app: Any, hostname: str) -> None:
+        self.app = app
+        self.hostname = hostname
+        conf = app.conf
+        self.accept = conf.accept_content
+        self.result_serializer = conf.result_serializer
+        self.tasks = app.tasks
+
+    def __call__(self, job: Job) -> JobResult:
+        try:
+            task = self.tasks[job.task]
+        except NotRegistered as exc:  # the main process checks first; a stale registry is still safe
+            return self._failed(job, exc)
+        try:
+            args, kwargs, _embed = protocol.decode_body(job.body, job.content_type, job.content_encoding,
+                                                        self.accept)
+        except Exception as exc:  # noqa: BLE001 - any decoding problem fails this task only
+            logger.error("Task %s[%s] cannot decode its body: %r", job.task, job.id, exc)
+            return self._failed(job, exc)
+        request = {**job.request, "args": args, "kwargs": kwargs, "hostname": self.hostname,
+                   "called_directly": False, "is_eager": False}
+        outcome = run_task(task, args, kwargs, request)
+        self._log(task, job, outcome)
+        reply = None
+        if job.send_result and outcome.state not in (states.IGNORED, states.REJECTED):
+            reply = encode_result(job.id, outcome.state, outcome.value, traceback=outcome.traceback,
+                                  serializer=self.result_serializer,
+                                  parent_id=job.request.get("parent_id"))
+        return JobResult(outcome.state, reply, requeue=outcome.requeue)
+
+    def _failed(self, job: Job, exc: BaseException) -> JobResult:
+        reply = None
+        if job.send_result:
+            reply = encode_result(job.id, states.FAILURE, exc, traceback=None,
+                                  serializer=self.result_serializer)
+        return JobResult(states.FAILURE, reply)
+
+    @staticmethod
+    def _log(task: Any, job: Job, outcome: Outcome) -> None:
+        if outcome.state == states.SUCCESS:
+            logger.info("Task %s[%s] succeeded in %ss: %r", task.name, job.id, outcome.runtime,
+                        outcome.value)
+        elif outcome.state == states.RETRY:
+            logger.info("Task %s[%s] retry: %s", task.name, job.id, outcome.retry)
+        elif outcome.state == states.FAILURE:
+            logger.error("Task %s[%s] raised unexpected: %r\n%s", task.name, job.id, outcome.value,
+                         (outcome.traceback or "").rstrip())
+        elif outcome.state == states.REJECTED:
+            logger.info("Task %s[%s] rejected (requeue=%s)", task.name, job.id, outcome.requeue)
+
+
+def make_handler(app_or_spec: Any, hostname: str, loglevel: int) -> JobHandler:
+    """Build the handler inside a child: with ``spawn`` the app is re-imported from its ``-A`` string."""
+    from .. import log  # noqa: PLC0415 - only children that were spawned need to set logging up again
+
+    if isinstance(app_or_spec, str):
+        from ..app import Celery
+        from ..imports import find_app
+
+        log.setup(loglevel)
+        app = find_app(app_or_spec, Celery)
+    else:
+        app = app_or_spec
+    app.finalize()
+    logger.debug("child %s ready", os.getpid())
+    return JobHandler(app, hostname)
