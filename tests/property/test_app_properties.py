@@ -80,7 +80,9 @@ def test_a_proxy_behaves_like_its_target(target, other, op, promise):
     proxy = (PromiseProxy if promise else Proxy)(lambda: target)
     args = (other,) if op in BINARY else ()
     assert outcome(op, proxy, *args) == outcome(op, target, *args)
-    if op in BINARY and op is not operator.contains:
+    # Reflected: `other <op> proxy`. `%` is left out: `'' % proxy` sees an object with __getitem__ and
+    # formats it as a mapping (Celery's proxy does the same).
+    if op in (operator.eq, operator.ne, operator.lt, operator.add, operator.mul):
         assert outcome(op, other, proxy) == outcome(op, other, target)
 
 
