@@ -1,0 +1,1 @@
+"""Example apps for minicelery (``python -m minicelery -A examples.tasks worker``)."""
