@@ -17,6 +17,7 @@ counterpart is ``celery.apps.worker`` with ``celery.worker.consumer.Consumer``'s
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import platform
@@ -117,8 +118,7 @@ class Worker:
         self._import_modules()
         self.app.finalize()
         print(self.banner(), flush=True)
-        self.connection = self._connection()
-        self.connection.connect()
+        self._connect_on_startup()
         handler_factory = functools.partial(
             make_handler, self.app_spec if self.start_method == "spawn" and self.app_spec else self.app,
             self.hostname, self.loglevel)
@@ -142,6 +142,29 @@ class Worker:
         conf = self.app.conf
         for name in tuple(conf.imports or ()) + tuple(conf.include or ()):
             import_object(name)
+
+    def _connect_on_startup(self) -> None:
+        """Connect before anything is forked; retry only if ``broker_connection_retry_on_startup``.
+
+        Celery retries by default; minicelery fails fast with one clear paragraph instead, unless
+        asked to retry, because a worker that silently waits for a mistyped URL helps nobody.
+        """
+        conf = self.app.conf
+        # None means "retry forever", as in Celery.
+        attempts = conf.broker_connection_max_retries if conf.broker_connection_retry_on_startup else 1
+        for attempt in itertools.count(1):
+            self.connection = self._connection()
+            try:
+                self.connection.connect()
+                return
+            except OperationalError as exc:
+                if attempts is not None and attempt >= attempts:
+                    raise
+                delay = min(2.0 * attempt, 30.0)
+                logger.error("consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds... "
+                             "(%s/%s)", mask_broker_url(conf.broker_url, "**"), exc, delay, attempt,
+                             attempts)
+                time.sleep(delay)
 
     def _connection(self) -> WorkerConnection:
         conf = self.app.conf
