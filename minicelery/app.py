@@ -358,7 +358,7 @@ class Celery:
         exchange, routing_key, queue = route(self, name, options)
         declare = self._queue_declarations(queue)
         if not ignore_result:
-            self.backend.prepare(message.reply_to)
+            self.backend.prepare(self.reply_queue)  # our own queue, never a reply_to given (a retry)
         envelope = message.encode(options.get("serializer") or conf.task_serializer)
         self.broker.publish(envelope.body, envelope.properties, exchange=exchange,
                             routing_key=routing_key, declare=declare)

@@ -1,0 +1,79 @@
+"""The minicelery side of the interop tests: the same tasks as ``celery_side.py``, under the same names.
+
+Used two ways: a minicelery worker subprocess imports it (``python -m minicelery -A mini_side worker``),
+and the tests use its app as a minicelery *client*. It reads the same ``INTEROP_*`` environment variables
+as ``celery_side.py`` (broker, default queue, accepted content, result serializer).
+
+This module must not import celery, kombu or billiard: it stands for a minicelery user's project.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from minicelery import Celery
+
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The app settings that the ``INTEROP_*`` variables decide (as in ``celery_side.py``)."""
+    env = os.environ if environ is None else environ
+    accept = [name.strip() for name in env.get("INTEROP_ACCEPT_CONTENT", "json").split(",") if name.strip()]
+    return {
+        "broker_url": env.get("INTEROP_BROKER_URL", DEFAULT_BROKER_URL),
+        "task_default_queue": env.get("INTEROP_QUEUE", "interop-default"),
+        "accept_content": accept,
+        "result_accept_content": ["json", "msgpack"],
+        "result_serializer": env.get("INTEROP_RESULT_SERIALIZER", "json"),
+    }
+
+
+def configure(environ: Mapping[str, str] | None = None) -> None:
+    """(Re)apply :func:`settings_from_env` to :data:`app`; minicelery reads these settings at each send."""
+    for key, value in settings_from_env(environ).items():
+        setattr(app.conf, key, value)
+
+
+app = Celery("mini_side", backend="rpc://")
+configure()
+
+
+@app.task(name="interop.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="interop.echo")
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Return the arguments as received, to compare with what was sent."""
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@app.task(name="interop.fail")
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@app.task(name="interop.flaky", bind=True, max_retries=5)
+def flaky(self: Any, succeed_after: int) -> int:
+    """Retry (with ``KeyError('k')``) until the ``succeed_after``-th retry, then return the retry count."""
+    if self.request.retries < succeed_after:
+        raise self.retry(exc=KeyError("k"), countdown=0.1)
+    return self.request.retries
+
+
+@app.task(name="interop.clock")
+def clock() -> float:
+    """The worker's wall-clock time when the task runs (``time.time()``), to check countdowns."""
+    return time.time()
+
+
+@app.task(name="interop.sleep")
+def sleep(seconds: float) -> float:
+    """Keep the worker busy for ``seconds`` (used to run into a hard time limit)."""
+    time.sleep(seconds)
+    return seconds
