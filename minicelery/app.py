@@ -357,8 +357,9 @@ class Celery:
                                 expires=expires, ignore_result=bool(ignore_result), options=options)
         exchange, routing_key, queue = route(self, name, options)
         declare = self._queue_declarations(queue)
-        if not ignore_result:
-            self.backend.prepare(self.reply_queue)  # our own queue, never a reply_to given (a retry)
+        if not ignore_result and message.reply_to == self.reply_queue:
+            # Only our own queue, never a reply_to passed through (a retry sent for another client).
+            self.backend.prepare(self.reply_queue)
         envelope = message.encode(options.get("serializer") or conf.task_serializer)
         self.broker.publish(envelope.body, envelope.properties, exchange=exchange,
                             routing_key=routing_key, declare=declare)
