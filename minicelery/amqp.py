@@ -18,13 +18,13 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import pika
 import pika.exceptions as pika_errors
 
 from .exceptions import EncodeError, MessagingError, OperationalError
+from .transport import Delivery, QueueSpec, Reply
 from .urls import mask_broker_url, parse_broker_url
 
 __all__ = ["QueueSpec", "Reply", "Delivery", "Broker", "WorkerConnection"]
@@ -54,46 +54,6 @@ def _decode_value(encoded: bytes, offset: int, _pika_decode: Any = pika.data.dec
 
 
 pika.data.encode_value, pika.data.decode_value = _encode_value, _decode_value  # looked up on each call
-
-
-@dataclass(frozen=True)
-class QueueSpec:
-    """A queue, its exchange (default: its name; ``''`` is never declared) and binding, as Celery's (§8.2)."""
-
-    name: str
-    exchange: str | None = None
-    exchange_type: str = "direct"
-    routing_key: str | None = None
-    durable: bool = True
-    auto_delete: bool = False
-    exclusive: bool = False
-    arguments: Mapping[str, Any] | None = field(default=None, hash=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "exchange", self.name if self.exchange is None else self.exchange)
-        object.__setattr__(self, "routing_key", self.name if self.routing_key is None else self.routing_key)
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One message received on an rpc reply queue."""
-
-    correlation_id: str | None
-    content_type: str | None
-    content_encoding: str | None
-    body: bytes
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One message delivered to a consumer; ``properties`` is a plain dict (``headers`` ``{}`` if absent)."""
-
-    delivery_tag: int
-    exchange: str
-    routing_key: str
-    redelivered: bool
-    properties: dict[str, Any]
-    body: bytes
 
 
 def _reason(exc: BaseException) -> str:
@@ -243,15 +203,44 @@ class Broker(_Client):
                 if attempt == 2 or not isinstance(exc, _LOST):
                     raise _translate(exc, self.url_for_display) from exc
 
-    def declare_reply_queue(self, name: str, expires_ms: int | None) -> None:
-        """Declare this thread's rpc reply queue as Celery does (spec §9.1), and start consuming it.
+    def declare_reply_queue(self, name: str, expires_ms: int | None, consume: bool = True) -> None:
+        """Declare an rpc reply queue as Celery does (spec §9.1) and, unless told not to, consume it.
 
         Durable, auto-delete, not exclusive, ``x-expires`` = ``expires_ms`` (left out when None), bound only
         to the default exchange; declared once per connection. Replies are consumed without acks into a
-        buffer that :meth:`drain_replies` empties. ``OperationalError`` if the broker is unreachable."""
+        buffer that :meth:`drain_replies` empties. ``consume=False`` only declares: a queue that never had a
+        consumer is not auto-deleted, so another process can read it later (the CLI's ``call``/``result``).
+        ``OperationalError`` if the broker is unreachable."""
         state = self._state()
+        if not consume:
+            spec = QueueSpec(name, exchange="", durable=True, auto_delete=True,
+                             arguments={"x-expires": expires_ms} if expires_ms else None)
+            return self._declare_only(state, spec)
         state.reply_queues.setdefault(name, (expires_ms, collections.deque()))
         self._reply_link(state, name)
+        return None
+
+    def _declare_only(self, state: _ThreadState, spec: QueueSpec) -> None:
+        """Declare ``spec`` on this thread's connection, as a publish would, without publishing."""
+        link = self._link(state)
+        try:
+            _declare(link.channel, spec)
+        except _PIKA as exc:
+            state.drop()
+            raise _translate(exc, self.url_for_display) from exc
+
+    def purge(self, queues: Iterable[str]) -> int:
+        """Delete the messages waiting in ``queues``; return how many (a missing queue counts as 0)."""
+        count = 0
+        for name in queues:
+            state = self._state()
+            try:
+                count += self._link(state).channel.queue_purge(name).method.message_count
+            except pika_errors.ChannelClosedByBroker as exc:
+                state.drop()  # a missing queue closes the channel: 404, as Celery reports it, is no error
+                if exc.reply_code != 404:
+                    raise _translate(exc, self.url_for_display) from exc
+        return count
 
     def _reply_link(self, state: _ThreadState, name: str) -> _Link:
         """The thread's link, consuming reply queue ``name`` (once per connection, so again after a drop)."""

@@ -27,6 +27,7 @@ from .registry import TaskRegistry
 from .result import AsyncResult
 from .sending import build_message, route
 from .task import Task, add_autoretry_behaviour
+from .transport import QueueSpec
 
 __all__ = ["Celery"]
 
@@ -371,8 +372,6 @@ class Celery:
             return ()
         specs = self.__dict__.setdefault("_queue_specs", {})
         if queue not in specs:
-            from .amqp import QueueSpec  # pika is loaded by now: this runs just before a publish
-
             specs[queue] = (QueueSpec(queue),)
         return specs[queue]
 

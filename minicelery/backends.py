@@ -60,11 +60,12 @@ class ResultBackend:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    def prepare(self, reply_to: str) -> None:
+    def prepare(self, reply_to: str, consume: bool = True) -> None:
         """Get ready to receive the results of a task about to be sent with ``reply_to``.
 
         Called by the app before it publishes a task whose result is wanted, so that no result can arrive
-        before there is somewhere to put it. Must be cheap when called again and again.
+        before there is somewhere to put it. Must be cheap when called again and again. With
+        ``consume=False`` the queue is only created, for another process to read later.
         """
         raise NotImplementedError
 
@@ -91,7 +92,7 @@ class DisabledBackend(ResultBackend):
 
     url = "disabled://"
 
-    def prepare(self, reply_to: str) -> None:
+    def prepare(self, reply_to: str, consume: bool = True) -> None:
         """Do nothing: no result will be read."""
 
     def get_meta(self, task_id: str) -> dict[str, Any] | None:
@@ -134,9 +135,9 @@ class RPCBackend(ResultBackend):
             expires = expires.total_seconds()
         return int(expires * 1000) if expires else None
 
-    def prepare(self, reply_to: str) -> None:
-        """Declare the reply queue ``reply_to`` and consume it (once per connection, then a dict lookup)."""
-        self.app.broker.declare_reply_queue(reply_to, self._expires_ms())
+    def prepare(self, reply_to: str, consume: bool = True) -> None:
+        """Declare the reply queue ``reply_to`` and, unless ``consume`` is false, consume it."""
+        self.app.broker.declare_reply_queue(reply_to, self._expires_ms(), consume=consume)
 
     def _drain(self, timeout: float | None) -> None:
         """Take what has arrived on this thread's reply queue, waiting up to ``timeout`` s for something."""

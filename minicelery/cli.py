@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import sys
@@ -55,6 +56,18 @@ def _common(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument("-b", "--broker", default=default, help="the broker URL (overrides broker_url)")
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than ``minimum`` (a bad value is a usage error)."""
+    def convert(text: str) -> int:
+        value = int(text)  # argparse turns the ValueError into "invalid int value"
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    convert.__name__ = "int"
+    return convert
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser for every sub-command (``-A`` and ``-b`` accepted before and after it)."""
     parser = _Parser(prog="minicelery", description="minicelery: run and call tasks")
@@ -64,16 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="start a worker")
     _common(worker, argparse.SUPPRESS)
     worker.add_argument("-l", "--loglevel", default="WARNING", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
-    worker.add_argument("-c", "--concurrency", type=int, help="child processes (default: CPU count)")
+    worker.add_argument("-c", "--concurrency", type=_at_least(0),
+                        help="child processes (default, or 0: worker_concurrency, else the CPU count)")
     worker.add_argument("-Q", "--queues", help="comma-separated queues to consume from")
     worker.add_argument("-n", "--hostname", help="node name (default celery@%%h; %%h, %%n, %%d expand)")
     worker.add_argument("-P", "--pool", default="prefork", choices=["prefork"], help="pool type")
-    worker.add_argument("--prefetch-multiplier", type=int, help="messages reserved per child")
-    worker.add_argument("--max-tasks-per-child", type=int, help="replace a child after N tasks")
+    worker.add_argument("--prefetch-multiplier", type=_at_least(0), help="messages reserved per child")
+    worker.add_argument("--max-tasks-per-child", type=_at_least(0),
+                        help="replace a child after N tasks (0: the worker_max_tasks_per_child setting)")
     worker.add_argument("--time-limit", type=float, help="hard time limit per task, in seconds")
     worker.add_argument("--soft-time-limit", type=float, help="soft time limit per task, in seconds")
     worker.add_argument("--without-heartbeat", action="store_true", help="disable AMQP heartbeats")
-    worker.add_argument("--start-method", choices=["fork", "spawn", "forkserver"],
+    worker.add_argument("--start-method", choices=["fork", "spawn"],
                         help="how children are started (default fork)")
     for flag in ("--without-gossip", "--without-mingle"):
         worker.add_argument(flag, action="store_true", help="accepted for Celery compatibility")
@@ -149,6 +164,10 @@ def worker_command(app: Celery, args: argparse.Namespace) -> int:
     if args.soft_time_limit is not None:
         conf.task_soft_time_limit = args.soft_time_limit
     log.setup(level)
+    if level > logging.DEBUG:
+        # pika logs each failed connection attempt at ERROR, with a traceback; the worker reports the
+        # failure itself, in one paragraph (and one log line per reconnection attempt).
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     worker = Worker(app, hostname=args.hostname, concurrency=args.concurrency, queues=queues,
                     loglevel=level, prefetch_multiplier=args.prefetch_multiplier,
@@ -170,15 +189,18 @@ def call_command(app: Celery, args: argparse.Namespace) -> int:
     options = {k: v for k, v in (("countdown", args.countdown), ("expires", args.expires),
                                  ("queue", args.queue)) if v is not None}
     task_id = str(uuid.uuid4())
-    app.reply_queue = _reply_queue_for(task_id)
-    result = app.send_task(args.name, task_args, task_kwargs, task_id=task_id, **options)
+    reply_queue = _reply_queue_for(task_id)
+    app.backend.prepare(reply_queue, consume=False)  # left for `result` to read: see _reply_queue_for
+    result = app.send_task(args.name, task_args, task_kwargs, task_id=task_id, reply_to=reply_queue,
+                           **options)
     print(result.id)
     return EX_OK
 
 
 def _reply_queue_for(task_id: str) -> str:
-    # rpc:// results go to a queue owned by the sender, which is gone when `call` exits. `call` names
-    # the reply queue after the task instead, so a later `result` can read from the same queue.
+    # rpc:// results go to a queue owned by the sender, auto-deleted when its consumer goes. `call` names
+    # the reply queue after the task and only declares it (a queue that never had a consumer stays until
+    # its x-expires), so a later `result` can consume it.
     return f"minicelery.cli.{task_id}"
 
 
@@ -197,12 +219,19 @@ def purge_command(app: Celery, args: argparse.Namespace) -> int:
         print(f"WARNING: This will remove all tasks from queue{'s' if len(queues) > 1 else ''}: "
               f"{', '.join(queues)}.\n         There is no undo for this operation!\n\n"
               "(to skip this prompt use the -f option)")
-        answer = input("Are you sure you want to delete all tasks (yes/NO)? ")
+        try:
+            answer = input("Are you sure you want to delete all tasks (yes/NO)? ")
+        except EOFError:  # no terminal and nothing piped in: the answer is no
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             return EX_FAILURE
     count = app.broker.purge(queues)
-    print(f"Purged {count} message{'s' if count != 1 else ''} from {len(queues)} known task "
-          f"queue{'s' if len(queues) != 1 else ''}.")
+    plural = "s" if len(queues) != 1 else ""
+    if count:
+        print(f"Purged {count} message{'s' if count != 1 else ''} from {len(queues)} known task "
+              f"queue{plural}.")
+    else:  # Celery's wording when there was nothing to purge
+        print(f"No messages purged from {len(queues)} queue{plural}.")
     return EX_OK
 
 

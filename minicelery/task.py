@@ -269,9 +269,12 @@ class Task:
         if max_retries is not None and retries > max_retries:
             if exc is not None:
                 raise exc
+            # Celery formats the retry signature's args: a tuple, even when the message held a list.
+            sig_args = tuple((request.args if args is None else args) or ())
+            sig_kwargs = dict((request.kwargs if kwargs is None else kwargs) or {})
             raise MaxRetriesExceededError(
-                f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}",
-                task_args=request.args, task_kwargs=request.kwargs)
+                f"Can't retry {self.name}[{request.id}] args:{sig_args} kwargs:{sig_kwargs}",
+                task_args=sig_args, task_kwargs=sig_kwargs)
         if eta is None and countdown is None:
             countdown = self.default_retry_delay
         args = request.args if args is None else args

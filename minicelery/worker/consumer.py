@@ -11,6 +11,7 @@ never acked before its fate is decided and never left unacked once it is. Celery
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -37,6 +38,15 @@ from .job import Job, JobResult, encode_result
 __all__ = ["Consumer", "Request"]
 
 logger = logging.getLogger("minicelery.worker.consumer")
+
+# The headers name the task id, so an operator can tell which message was dropped.
+_INVALID = """\
+Received invalid task message: %s
+The message has been ignored and discarded.
+
+The full contents of the message headers:
+%r
+"""
 
 _UNREGISTERED = """\
 Received unregistered task of type %r.
@@ -110,21 +120,34 @@ class Consumer:
         self.running: dict[int, Request] = {}
         self.outbox: list[tuple[str, str, tuple[str, str, bytes]]] = []
         self._seq = itertools.count(1)
+        self.accepting = True
 
     # -- deliveries ---------------------------------------------------------------------------------
 
     def on_message(self, delivery: Any) -> None:
-        """Check one delivery from its headers and queue, hold or refuse it."""
+        """Check one delivery from its headers and queue, hold or refuse it; never raise."""
+        try:
+            self._on_message(delivery)
+        except Exception:  # a message we failed to foresee must not take the worker down
+            logger.exception("Unexpected error handling message %r: rejected without requeue",
+                             delivery.delivery_tag)
+            if delivery.delivery_tag in self.acks:
+                with contextlib.suppress(KeyError):  # already decided before the error
+                    self.acks.reject(delivery.delivery_tag, requeue=False)
+
+    def _on_message(self, delivery: Any) -> None:
         tag, props = delivery.delivery_tag, delivery.properties
         self.acks.received(tag)
+        if not self.accepting:  # shutting down: a delivery already on its way goes back at once
+            return self.acks.reject(tag, requeue=True)
         try:
             headers = protocol.parse_headers(props.get("headers"), props)
         except InvalidTaskError as exc:
-            return self._refuse(delivery, None, exc, "Received invalid task message: %s", exc)
+            return self._refuse(delivery, None, exc, _INVALID, exc, props.get("headers"))
         try:
             serialization.check_accepted(props.get("content_type"), self.accept)
         except ContentDisallowed as exc:
-            return self._refuse(delivery, headers, exc, "Received invalid task message: %s", exc)
+            return self._refuse(delivery, headers, exc, _INVALID, exc, props.get("headers"))
         task = self.tasks.get(headers.task)
         if task is None:
             missing = NotRegistered(headers.task, self.tasks.suggest(headers.task))
@@ -323,7 +346,8 @@ class Consumer:
         return self.acks.forget()
 
     def requeue_waiting(self) -> None:
-        """Send back every message not yet given to a child (warm and cold shutdown)."""
+        """Stop accepting work and send back every message not yet given to a child (shutdown)."""
+        self.accepting = False
         for request in list(self.ready) + [item[2] for item in self.held]:
             if request.generation == self.generation and request.tag in self.acks:
                 self.acks.reject(request.tag, requeue=True)

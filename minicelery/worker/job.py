@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .. import protocol, serialization, states
-from ..exceptions import NotRegistered
+from ..exceptions import EncodeError, NotRegistered
 from ..trace import Outcome, run_task
 
 __all__ = ["Job", "JobResult", "JobHandler", "encode_result"]
@@ -47,18 +47,17 @@ class JobResult:
 
 def encode_result(task_id: str, state: str, value: Any, *, traceback: str | None, serializer: str,
                   parent_id: str | None = None) -> tuple[str, str, bytes]:
-    """Serialize a result message in Celery's rpc format: ``(content_type, encoding, body)``."""
+    """Serialize a result message in Celery's rpc format: ``(content_type, encoding, body)``.
+
+    Raises:
+        EncodeError: ``value`` cannot be encoded with ``serializer``.
+    """
     if state in states.EXCEPTION_STATES and isinstance(value, BaseException):
         value = protocol.exception_to_meta(value)
     done = datetime.now(timezone.utc) if state in states.READY_STATES else None
     meta = protocol.result_meta(task_id, state, value, traceback=traceback, children=[],
                                 date_done=done, parent_id=parent_id)
-    try:
-        return serialization.dumps(meta, serializer)
-    except Exception as exc:  # noqa: BLE001 - an unencodable return value becomes a failure
-        failure = protocol.result_meta(task_id, states.FAILURE, protocol.exception_to_meta(exc),
-                                       traceback=None, children=[], date_done=done, parent_id=parent_id)
-        return serialization.dumps(failure, serializer)
+    return serialization.dumps(meta, serializer)
 
 
 class JobHandler:
@@ -86,12 +85,17 @@ class JobHandler:
         request = {**job.request, "args": args, "kwargs": kwargs, "hostname": self.hostname,
                    "called_directly": False, "is_eager": False}
         outcome = run_task(task, args, kwargs, request)
-        self._log(task, job, outcome)
         reply = None
         if job.send_result and outcome.state not in (states.IGNORED, states.REJECTED):
-            reply = encode_result(job.id, outcome.state, outcome.value, traceback=outcome.traceback,
-                                  serializer=self.result_serializer,
-                                  parent_id=job.request.get("parent_id"))
+            try:
+                reply = encode_result(job.id, outcome.state, outcome.value, traceback=outcome.traceback,
+                                      serializer=self.result_serializer,
+                                      parent_id=job.request.get("parent_id"))
+            except EncodeError as exc:  # the return value cannot travel: the task fails, and says so
+                outcome = Outcome(states.FAILURE, exc, None, outcome.runtime)
+                reply = encode_result(job.id, states.FAILURE, exc, traceback=None,
+                                      serializer=self.result_serializer)
+        self._log(task, job, outcome)
         return JobResult(outcome.state, reply, requeue=outcome.requeue)
 
     def _failed(self, job: Job, exc: BaseException) -> JobResult:

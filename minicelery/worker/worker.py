@@ -29,8 +29,9 @@ from datetime import datetime
 from typing import Any
 
 from .. import __version__
-from ..amqp import QueueSpec, WorkerConnection
+from ..amqp import WorkerConnection
 from ..exceptions import OperationalError
+from ..transport import QueueSpec
 from ..urls import mask_broker_url
 from .consumer import Consumer
 from .job import make_handler
@@ -150,8 +151,9 @@ class Worker:
         asked to retry, because a worker that silently waits for a mistyped URL helps nobody.
         """
         conf = self.app.conf
-        # None means "retry forever", as in Celery.
-        attempts = conf.broker_connection_max_retries if conf.broker_connection_retry_on_startup else 1
+        # 0 or None means "retry forever", as in Celery.
+        retries = conf.broker_connection_max_retries or None
+        attempts = retries if conf.broker_connection_retry_on_startup else 1
         for attempt in itertools.count(1):
             self.connection = self._connection()
             try:
@@ -161,9 +163,9 @@ class Worker:
                 if attempts is not None and attempt >= attempts:
                     raise
                 delay = min(2.0 * attempt, 30.0)
+                url = mask_broker_url(conf.broker_url, "**")
                 logger.error("consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds... "
-                             "(%s/%s)", mask_broker_url(conf.broker_url, "**"), exc, delay, attempt,
-                             attempts)
+                             "(%s/%s)", url, _reason(exc, url), delay, attempt, attempts)
                 time.sleep(delay)
 
     def _connection(self) -> WorkerConnection:
@@ -225,7 +227,7 @@ class Worker:
         conf = self.app.conf
         if not conf.broker_connection_retry:
             raise OperationalError(f"Connection to broker lost and broker_connection_retry is off: {exc}")
-        limit = conf.broker_connection_max_retries
+        limit = conf.broker_connection_max_retries or None  # 0 or None: retry forever, as in Celery
         attempt = 0
         while self.stopping != "cold":
             attempt += 1
@@ -234,13 +236,16 @@ class Worker:
                 self.connection = self._connection()
                 self.connection.connect()
                 self._consume()
+                # A warm shutdown in progress cancelled the old consumers; the loop cancels the new ones
+                # before it reads a delivery, so no new task starts while the worker drains.
+                self._draining = False
                 return
             except OperationalError as error:
                 if limit is not None and attempt >= limit:
                     raise
+                url = mask_broker_url(conf.broker_url, "**")
                 logger.error("consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds... "
-                             "(%s/%s)", mask_broker_url(conf.broker_url, "**"), error, delay, attempt,
-                             limit)
+                             "(%s/%s)", url, _reason(error, url), delay, attempt, limit)
                 self._wait_while_disconnected(delay)
                 if self.stopping == "warm" and not self.consumer.running:
                     return
@@ -342,6 +347,11 @@ class Worker:
                            if self.loglevel <= logging.DEBUG or not name.startswith("celery."))
             text += "\n[tasks]\n" + "\n".join(f"  . {name}" for name in names) + "\n"
         return text
+
+
+def _reason(error: BaseException, url: str) -> str:
+    """The text of a connection error without the ``Cannot connect to <url>: `` the log line says already."""
+    return str(error).removeprefix(f"Cannot connect to {url}: ")
 
 
 def _nothing() -> None:
