@@ -1,0 +1,321 @@
+"""Running real ``python -m minicelery -A wtasks worker`` processes for the worker integration tests.
+
+* :class:`WorkerProcess`: one worker subprocess. A thread reads its stderr (the log) line by line, so a
+  test can wait for a line with :meth:`WorkerProcess.wait_for_line` instead of sleeping.
+* ``start_worker``: a fixture, a factory of workers on fresh queues; every worker is stopped (SIGTERM, then
+  SIGQUIT, then SIGKILL) and every queue deleted at teardown.
+* ``counter_file``: a fresh file path that counting tasks append to; :func:`count_runs` reads it.
+* :func:`queue_counts` / :func:`wait_queue_settled`: what RabbitMQ holds in a queue (ready and unacked).
+* :func:`child_pids`: the live child processes of a pid, read from ``/proc``.
+* :func:`wait_for_state`: poll an ``AsyncResult`` until it shows a state, with a deadline.
+
+A test module loads the fixtures with ``pytest_plugins = ("worker_support",)`` and imports the helpers
+with ``from worker_support import ...`` (this directory is on ``sys.path``, as pytest puts it there for
+``conftest.py``). PYTEST_DONT_REWRITE: the module is imported before pytest could rewrite its asserts
+(which carry their own messages), and this marker keeps pytest from warning about it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+
+HERE = Path(__file__).resolve().parent
+HOST, PORT = "127.0.0.1", 5672
+BROKER_URL = f"amqp://guest:guest@{HOST}:{PORT}//"
+
+#: How long a worker may take to log ``ready.``.
+START_TIMEOUT = 30.0
+
+
+def unique_name(prefix: str = "w") -> str:
+    """A fresh queue name for one test."""
+    return f"minicelery-{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+class WorkerProcess:
+    """A worker subprocess whose stderr is collected line by line in a background thread.
+
+    Args:
+        queue: the queue to consume (``-Q``); also ``WTASKS_QUEUE`` for the task module.
+        concurrency: ``-c``.
+        hostname: ``-n`` (default: a unique ``w-<hex>@%h``).
+        extra_args: more worker options, e.g. ``['--max-tasks-per-child', '2']``.
+        env: more environment variables, e.g. ``{'WTASKS_ACCEPT': 'json,msgpack'}``.
+    """
+
+    def __init__(self, queue: str, *, concurrency: int = 1, hostname: str | None = None,
+                 extra_args: tuple[str, ...] | list[str] = (), env: dict[str, str] | None = None,
+                 loglevel: str = "INFO") -> None:
+        self.queue = queue
+        self.hostname = hostname or f"w-{uuid.uuid4().hex[:8]}@%h"
+        environment = dict(os.environ)
+        environment.update({"WTASKS_QUEUE": queue, "WTASKS_BROKER": BROKER_URL, "PYTHONUNBUFFERED": "1",
+                            "PYTHONPATH": os.pathsep.join(
+                                p for p in (str(HERE), environment.get("PYTHONPATH", "")) if p)})
+        environment.update(env or {})
+        self.argv = [sys.executable, "-m", "minicelery", "-A", "wtasks", "worker", "-l", loglevel,
+                     "-c", str(concurrency), "-Q", queue, "-n", self.hostname, *extra_args]
+        self.lines: list[str] = []
+        self.stdout_lines: list[str] = []
+        self._changed = threading.Condition()
+        self._eof = False
+        self.proc = subprocess.Popen(self.argv, cwd=HERE, env=environment, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     errors="replace", bufsize=1)
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.lines, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout_lines, False),
+                             daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self, stream: Any, into: list[str], is_log: bool) -> None:
+        for line in iter(stream.readline, ""):
+            with self._changed:
+                into.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            if is_log:
+                self._eof = True
+            self._changed.notify_all()
+
+    # -- the log ------------------------------------------------------------------------------------
+
+    @property
+    def log(self) -> str:
+        """Everything the worker logged so far (stderr), as one string."""
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def mark(self) -> int:
+        """The number of log lines so far: pass it as ``after`` to look only at later lines."""
+        with self._changed:
+            return len(self.lines)
+
+    def find(self, pattern: str, after: int = 0) -> list[str]:
+        """Every log line from index ``after`` on that matches ``pattern`` (``re.search``)."""
+        regex = re.compile(pattern)
+        with self._changed:
+            return [line for line in self.lines[after:] if regex.search(line)]
+
+    def wait_for_line(self, pattern: str, timeout: float = 10.0, after: int = 0) -> re.Match[str]:
+        """Wait until a log line from index ``after`` on matches ``pattern``; return the match.
+
+        Raises:
+            AssertionError: no such line within ``timeout`` s, or the worker exited first (the log is
+                shown).
+        """
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        checked = after
+        with self._changed:
+            while True:
+                for line in self.lines[checked:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                checked = max(checked, len(self.lines))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._eof:
+                    break
+                self._changed.wait(remaining)
+        raise AssertionError(f"no log line matching {pattern!r} within {timeout}s "
+                             f"(worker {'exited ' + str(self.proc.poll()) if self._eof else 'running'});"
+                             f" log:\n{self.log[-6000:]}")
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> WorkerProcess:
+        """Wait for ``<hostname> ready.``."""
+        self.wait_for_line(r"\] \S+@\S+ ready\.", timeout)
+        return self
+
+    # -- processes ----------------------------------------------------------------------------------
+
+    def children(self) -> list[int]:
+        """The pids of the worker's live child processes."""
+        return child_pids(self.pid)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Stop the worker: SIGTERM (warm), then SIGQUIT (cold), then SIGKILL; return its exit code."""
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+            if self.proc.poll() is not None:
+                break
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+        for reader in self._readers:
+            reader.join(5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return self.proc.poll()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The pids of the live (not zombie) processes whose parent is ``pid``, from ``/proc``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # it exited meanwhile
+        fields = stat.rpartition(")")[2].split()  # after "pid (comm)": state, ppid, ...
+        if len(fields) > 1 and int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return sorted(found)
+
+
+def _plain_connection() -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.ConnectionParameters(HOST, PORT, connection_attempts=150,
+                                                             retry_delay=0.2, socket_timeout=5))
+
+
+def delete_queues(names: list[str]) -> None:
+    """Delete the queues (and the exchanges of the same name that a worker declares)."""
+    if not names:
+        return
+    connection = _plain_connection()
+    try:
+        channel = connection.channel()
+        for name in names:
+            channel.queue_delete(name)
+            channel.exchange_delete(name)
+    finally:
+        connection.close()
+
+
+def queue_counts(queue: str) -> tuple[int, int]:
+    """``(messages_ready, messages_unacknowledged)`` of ``queue``, from ``rabbitmqctl list_queues``."""
+    out = subprocess.run(["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name",
+                          "messages_ready", "messages_unacknowledged"],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == queue:
+            return int(parts[1]), int(parts[2])
+    raise AssertionError(f"queue {queue!r} not found by rabbitmqctl")
+
+
+def wait_queue_settled(queue: str, expected: tuple[int, int] = (0, 0), timeout: float = 10.0) -> None:
+    """Wait until ``queue_counts(queue) == expected`` (RabbitMQ updates its counters asynchronously)."""
+    deadline = time.monotonic() + timeout
+    counts = queue_counts(queue)
+    while counts != expected:
+        assert time.monotonic() < deadline, f"queue {queue} holds (ready, unacked)={counts}, not {expected}"
+        time.sleep(0.2)  # polling interval of a condition with a deadline
+        counts = queue_counts(queue)
+
+
+def ready_count(queue: str) -> int:
+    """Messages ready in ``queue`` (a pika passive declare: fast, but blind to unacked messages)."""
+    connection = _plain_connection()
+    try:
+        return connection.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        connection.close()
+
+
+def wait_for_state(result: Any, wanted: str, timeout: float = 10.0) -> list[str]:
+    """Poll ``result.state`` until it is ``wanted``; return the distinct states seen, in order."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        state = result.state
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        if state == wanted:
+            return seen
+        assert time.monotonic() < deadline, f"{result!r} never reached {wanted}; states seen: {seen}"
+        time.sleep(0.01)  # polling interval of a condition with a deadline
+
+
+def count_runs(path: str | Path) -> int:
+    """How many runs a counting task recorded in ``path`` (0 if it never ran)."""
+    try:
+        return len(Path(path).read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+# -- fixtures -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def start_worker(broker_url: str) -> Iterator[Callable[..., WorkerProcess]]:
+    """A factory ``start_worker(concurrency=1, extra_args=(), env=None, hostname=None, wait=True)``.
+
+    Each worker consumes a fresh queue (``worker.queue``); it is started and, unless ``wait`` is false,
+    has logged ``ready.`` when returned. At teardown every worker is stopped and every queue deleted.
+    """
+    workers: list[WorkerProcess] = []
+
+    def start(concurrency: int = 1, extra_args: tuple[str, ...] | list[str] = (),
+              env: dict[str, str] | None = None, hostname: str | None = None,
+              wait: bool = True, queue: str | None = None) -> WorkerProcess:
+        worker = WorkerProcess(queue or unique_name(), concurrency=concurrency, hostname=hostname,
+                               extra_args=extra_args, env=env)
+        workers.append(worker)
+        if wait:
+            worker.wait_ready()
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in workers:
+            worker.stop()
+        delete_queues(sorted({worker.queue for worker in workers}))
+
+
+@pytest.fixture(scope="module")
+def shared_worker(broker_url: str) -> Iterator[WorkerProcess]:
+    """One ``-c 2`` worker for a whole test module (for tests that need nothing special); its queue is
+    fresh and deleted at the end of the module. Tests tell their lines apart by task id."""
+    worker = WorkerProcess(unique_name("shared"), concurrency=2)
+    try:
+        worker.wait_ready()
+        yield worker
+    finally:
+        worker.stop()
+        delete_queues([worker.queue])
+
+
+@pytest.fixture(scope="module")
+def client_app() -> Iterator[Any]:
+    """The ``wtasks`` app as the tests' client; its connection (and so its auto-delete reply queue)
+    is closed at the end of the module."""
+    import wtasks
+
+    try:
+        yield wtasks.app
+    finally:
+        wtasks.app.broker.close()
+
+
+@pytest.fixture
+def counter_file(tmp_path: Path) -> str:
+    """A fresh path for a counting task to append to."""
+    return str(tmp_path / f"runs-{uuid.uuid4().hex[:8]}.txt")
