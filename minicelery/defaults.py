@@ -54,7 +54,7 @@ SETTINGS: dict[str, Setting] = {
     "broker_connection_timeout": Setting(4, "Seconds to wait for the broker connection to open."),
     "broker_connection_retry": Setting(True, "Retry a lost broker connection."),
     "broker_connection_retry_on_startup": Setting(
-        None, "Retry the first broker connection; None means follow broker_connection_retry."),
+        None, "Retry the worker's first connection when true; else an unreachable broker fails fast."),
     "broker_connection_max_retries": Setting(100, "Connection attempts before giving up; 0/None: forever."),
     "broker_channel_error_retry": Setting(False, "Retry when a channel error closes the connection."),
     "broker_heartbeat": Setting(120, "AMQP heartbeat in seconds; 0 disables it."),

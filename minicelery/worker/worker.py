@@ -220,8 +220,8 @@ class Worker:
         """Rebuild the connection with backoff; running tasks go on and their results wait."""
         assert self.consumer is not None
         dropped = self.consumer.connection_lost()
-        logger.error("consumer: Connection to broker lost: %s. %d unacknowledged message(s) will be "
-                     "redelivered by the broker.", exc, dropped)
+        logger.error("consumer: Connection to broker lost. Trying to re-establish the connection... "
+                     "(%s; %d unacknowledged message(s) will be redelivered by the broker)", exc, dropped)
         if self.connection is not None:
             self.connection.close()
         conf = self.app.conf

@@ -70,7 +70,7 @@ def test_worker_reconnects_and_keeps_running_tasks(workers, broker_url, unique_q
     try:
         rabbitmq_restart.stop()
         # Only the acks_late message is unacknowledged: the other one was acked when a child took it.
-        worker.wait_for_line(r"ERROR/MainProcess\] consumer: Connection to broker lost: .*"
+        worker.wait_for_line(r"ERROR/MainProcess\] consumer: Connection to broker lost\. .*"
                              r"1 unacknowledged message\(s\) will be redelivered")
         after_loss = worker.mark()
         gate.touch()
