@@ -10,6 +10,7 @@ and the canvas.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import uuid
 import warnings
@@ -203,14 +204,15 @@ class Celery:
         its own copy), ``lazy``, and any task attribute (``max_retries``, ``queue``, ``acks_late``...).
         """
         def decorate(fun: Callable[..., Any]) -> Any:
-            shared = opts.pop("shared", True)
-            lazy = opts.pop("lazy", True)
-            opts.pop("filter", None)
+            options = dict(opts)  # a decorator object may be applied to several functions
+            shared = options.pop("shared", True)
+            lazy = options.pop("lazy", True)
+            options.pop("filter", None)
             if shared:
-                _state.connect_on_app_finalize(lambda app: app._task_from_fun(fun, **opts))
+                _state.connect_on_app_finalize(lambda app: app._task_from_fun(fun, **options))
             if not lazy or self.finalized:
-                return self._task_from_fun(fun, **opts)
-            promise = PromiseProxy(self._task_from_fun, (fun,), opts, __doc__=fun.__doc__)
+                return self._task_from_fun(fun, **options)
+            promise = PromiseProxy(self._task_from_fun, (fun,), options, __doc__=fun.__doc__)
             self._pending.append(promise)
             return promise
 
@@ -235,11 +237,9 @@ class Celery:
                         f"Task name {name!r} is already registered to a different callable. "
                         "The first registration is kept."), stacklevel=3)
                 return existing
-            attrs = {"app": None, "_app": self, "name": name,
-                     "run": fun if bind else staticmethod(fun),
+            attrs = {"_app": self, "name": name, "run": fun if bind else staticmethod(fun),
                      "__wrapped__": fun, "__doc__": fun.__doc__, "__module__": fun.__module__,
                      "__qualname__": fun.__qualname__, "_signature_check": None, **options}
-            del attrs["app"]
             task: Task = type(fun.__name__, (base or self.Task,), attrs)()
             self._tasks[name] = task
         task.bind(self)
@@ -248,8 +248,6 @@ class Celery:
 
     def gen_task_name(self, name: str, module: str) -> str:
         """Celery's default task name: ``module.function``, with the main name for ``__main__``."""
-        import sys  # noqa: PLC0415 - kept next to its only use
-
         module_obj = sys.modules.get(module)
         module_name = getattr(module_obj, "__name__", module) if module_obj else module
         if module_name == "__main__" and self.main:
