@@ -16,24 +16,20 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from pprint import pformat
+from types import MappingProxyType
 from typing import Any
 
+from .censoring import HIDDEN_SETTINGS, censor, pretty
 from .defaults import DEFAULTS, NEW_TO_OLD, OLD_TO_NEW, SETTINGS
 from .exceptions import ImproperlyConfigured
 from .imports import import_object
-from .urls import DEFAULT_MASK, mask_broker_url, sanitize_url
 
 __all__ = ["Settings", "censor", "HIDDEN_SETTINGS"]
 
 #: Keys whose values are never shown (Celery 5.7's pattern, searched anywhere in the key, any case).
 #: It is deliberately broad: ``task_default_routing_key`` and ``passthrough`` are hidden too.
-HIDDEN_SETTINGS = re.compile(
-    "API|TOKEN|KEY|SECRET|PASS|PROFANITIES_LIST|SIGNATURE|DATABASE|BEAT_DBURI", re.IGNORECASE)
-
-_BROKER_URL_KEYS = frozenset({"broker_url", "broker_read_url", "broker_write_url"})
+_UNSET = object()
 _DICT_MEMBERS = frozenset(dir(dict))  # table() hides keys such as 'items' or 'update', like Celery
 
 # Celery's exact texts (celery.app.utils), each rename line formatted as '{old:<36} -> {new}'.
@@ -42,49 +38,6 @@ E_MIX_OLD_INTO_NEW = ("\n\nCannot mix new and old setting keys, please rename th
 E_MIX_NEW_INTO_OLD = ("\n\nCannot mix new setting names with old setting names, please\n"
                       "rename the following settings to use the old format:\n\n{renames}\n\n"
                       "Or change all of the settings to use the new format :)\n\n")
-
-
-def censor(mapping: Mapping[Any, Any], mask: str = DEFAULT_MASK) -> dict[Any, Any]:
-    """Return a copy of ``mapping`` that is safe to print, following Celery's rules in order.
-
-    A mapping value is censored recursively (its key is not checked); a key matching
-    :data:`HIDDEN_SETTINGS` gets ``mask``, even for ``None``; broker URLs are printed the kombu way with the
-    password masked; any other URL string has its password masked. Lists and tuples are not searched.
-    Censoring a censored mapping changes nothing.
-    """
-    return {key: _censor_value(key, value, mask) for key, value in mapping.items()}
-
-
-def _censor_value(key: Any, value: Any, mask: str) -> Any:
-    if isinstance(value, Mapping):
-        return censor(value, mask)
-    if isinstance(key, str):
-        if HIDDEN_SETTINGS.search(key):
-            return mask
-        if key.lower() in _BROKER_URL_KEYS:
-            return _censor_broker_url(value, mask)
-    # Celery sanitizes the values of keys containing 'backend' only; minicelery masks the password of
-    # every URL (a ``redis_url`` too). sanitize_url leaves a URL without a password unchanged.
-    return sanitize_url(value, mask)
-
-
-def _censor_broker_url(value: Any, mask: str) -> Any:
-    if value == mask:
-        return mask  # already censored; keeps censoring idempotent
-    if value is None or isinstance(value, str):
-        return mask_broker_url(value, mask)
-    if isinstance(value, (list, tuple)):  # a failover list: kombu prints its first URL, we mask them all
-        return type(value)(_censor_broker_url(item, mask) for item in value)
-    return value
-
-
-def _pretty(value: Any) -> str:
-    """Celery's ``celery.utils.text.pretty`` as ``humanize()`` uses it."""
-    if isinstance(value, dict):
-        return "\n " + pformat(value, indent=4, width=80)[1:]
-    if isinstance(value, tuple):
-        return "\n    " + pformat(value, width=80)
-    return pformat(value, width=50)
 
 
 def _match_case(text: str, prefix: str) -> str:
@@ -176,7 +129,8 @@ class Settings:
             ``CELERY_TASK_SERIALIZER``, in each layer.
     """
 
-    __slots__ = ("_changes", "_defaults", "_source", "_pending", "_prefix", "_loaded", "on_load")
+    __slots__ = ("_changes", "_defaults", "_source", "_pending", "_prefix", "_loaded", "on_load", "_names",
+                 "_cache")
 
     def __init__(self, changes: Mapping[Any, Any] | None = None, *, namespace: str | None = None) -> None:
         init = object.__setattr__  # plain attribute writes would become settings (see __setattr__)
@@ -187,6 +141,8 @@ class Settings:
         init(self, "_prefix", None)
         init(self, "_loaded", False)
         init(self, "on_load", [])
+        init(self, "_names", {})  # key → its candidate names: reads are on the hot path of delay()
+        init(self, "_cache", {})  # key → value read, emptied by every write (see _changed)
         self._set_namespace(namespace)
 
     @property
@@ -195,9 +151,9 @@ class Settings:
         return self._loaded
 
     @property
-    def changes(self) -> dict[Any, Any]:
-        """The run-time changes, the highest layer (a live dict)."""
-        return self._changes
+    def changes(self) -> Mapping[Any, Any]:
+        """The run-time changes, the highest layer (a read-only view: write through the settings)."""
+        return MappingProxyType(self._changes)
 
     @property
     def namespace(self) -> str | None:
@@ -207,6 +163,8 @@ class Settings:
     def _set_namespace(self, namespace: str | None) -> None:
         if namespace:
             object.__setattr__(self, "_prefix", namespace.rstrip("_") + "_")
+            self._names.clear()
+            self._changed()
 
     def load(self) -> None:
         """Read the pending source now, if not done yet, then call the ``on_load`` functions once.
@@ -246,6 +204,7 @@ class Settings:
         if not self._prefix:  # with a namespace, new names are assumed (as in Celery)
             _check_styles(source)
         object.__setattr__(self, "_source", source)
+        self._changed()
         object.__setattr__(self, "_pending", None)
 
     # -- lookups --------------------------------------------------------------------------------------
@@ -254,11 +213,14 @@ class Settings:
         """The names ``key`` is looked up under in each layer: prefixed, bare, then old/new spelling."""
         if not isinstance(key, str):
             return (key,)
-        names: list[str | None] = [key, NEW_TO_OLD.get(key), OLD_TO_NEW.get(key)]
-        if self._prefix:
-            prefixed = key if key.startswith(self._prefix) else self._prefix + key
-            names.insert(0, _match_case(prefixed, self._prefix))
-        return tuple(dict.fromkeys(name for name in names if name))
+        found: tuple[Any, ...] | None = self._names.get(key)
+        if found is None:
+            names: list[str | None] = [key, NEW_TO_OLD.get(key), OLD_TO_NEW.get(key)]
+            if self._prefix:
+                prefixed = key if key.startswith(self._prefix) else self._prefix + key
+                names.insert(0, _match_case(prefixed, self._prefix))
+            found = self._names[key] = tuple(dict.fromkeys(name for name in names if name))
+        return found
 
     def _canonical(self, key: Any) -> Any:
         """The new-style, unprefixed name of ``key``, so one setting is listed once."""
@@ -282,8 +244,14 @@ class Settings:
         raise KeyError(key)
 
     def _read(self, key: Any) -> Any:
+        value = self._cache.get(key, _UNSET)
+        if value is not _UNSET:
+            return value
         derive = _DERIVED.get(self._canonical(key)) if isinstance(key, str) else None
-        return derive(self) if derive else self._raw(key)
+        if derive:  # never cached: derived values follow the environment
+            return derive(self)
+        value = self._cache[key] = self._raw(key)
+        return value
 
     def __getitem__(self, key: Any) -> Any:
         return self._read(key)
@@ -344,20 +312,26 @@ class Settings:
 
     # -- writes ---------------------------------------------------------------------------------------
 
+    def _changed(self) -> None:
+        """Forget every cached read: called by each write."""
+        self._cache.clear()
+
     def __setattr__(self, name: str, value: Any) -> None:
         if name in Settings.__slots__:
             object.__setattr__(self, name, value)
         else:
-            self._changes[name] = value
+            self[name] = value
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._changes[key] = value
+        self._changed()
 
     def update(self, mapping: Any = None, /, **kwargs: Any) -> None:
         """Set several settings, like ``dict.update``; they go to the run-time changes."""
         if mapping is not None:
             self._changes.update(mapping)
         self._changes.update(kwargs)
+        self._changed()
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         """Set ``key`` unless the run-time changes already have it; return the value there.
@@ -367,7 +341,7 @@ class Settings:
         for name in self._candidates(key):
             if name in self._changes:
                 return self._changes[name]
-        self._changes[key] = default
+        self[key] = default
         return default
 
     # -- printing -------------------------------------------------------------------------------------
@@ -384,7 +358,7 @@ class Settings:
 
     def humanize(self, with_defaults: bool = False, censored: bool = True) -> str:
         """The table as text, one ``key: value`` per line, in Celery's format."""
-        return "\n".join(f"{key}: {_pretty(value)}"
+        return "\n".join(f"{key}: {pretty(value)}"
                          for key, value in self.table(with_defaults, censored).items())
 
     def __repr__(self) -> str:

@@ -1,0 +1,89 @@
+"""AMQP 0-9-1 field tables (message headers), encoded as py-amqp — Celery's client — writes them.
+
+pika's own codec cannot send a float at all, truncates a float it receives to an int, and spends a few
+isinstance() checks per value; Celery's ``timelimit`` header may hold floats, and every task message
+carries 19 headers. This codec dispatches on the exact type of the common values (str, None, bool,
+int, float, list/tuple, dict) and hands anything else to the fallback it is given (pika's own functions,
+installed by ``amqp.py``), so that the bytes for other types stay pika's. Pure Python, no pika import.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Codec"]
+
+_KIND_LENGTH = struct.Struct(">cI").pack
+_INT = struct.Struct(">ci").pack
+_LONG = struct.Struct(">cq").pack
+_DOUBLE = struct.Struct(">cd").pack
+_UINT = struct.Struct(">I").pack
+_DECODE = {b"d": struct.Struct(">d"), b"f": struct.Struct(">f"), b"l": struct.Struct(">q")}
+
+
+class Codec:
+    """Field-table encoder and value decoder, falling back to ``encode_value``/``decode_value`` given.
+
+    Use ``encode_value``, ``encode_table`` and ``decode_value`` in place of pika's functions of the same
+    names (their signatures are pika's).
+    """
+
+    def __init__(self, encode_fallback: Callable[[list[bytes], Any], int],
+                 decode_fallback: Callable[[bytes, int], tuple[Any, int]]) -> None:
+        self._encode_fallback = encode_fallback
+        self._decode_fallback = decode_fallback
+
+    def encode_value(self, pieces: list[bytes], value: Any) -> int:
+        """Append one encoded value to ``pieces``; return its size in bytes."""
+        kind = type(value)
+        if kind is str:
+            data = value.encode()
+            pieces += (_KIND_LENGTH(b"S", len(data)), data)
+            return 5 + len(data)
+        if value is None:
+            pieces.append(b"V")
+            return 1
+        if kind is bool:
+            pieces.append(b"t\x01" if value else b"t\x00")
+            return 2
+        if kind is int:  # py-amqp: a signed 32-bit 'I' when it fits, else a signed 64-bit 'l'
+            fits = -0x80000000 <= value <= 0x7FFFFFFF
+            pieces.append(_INT(b"I", value) if fits else _LONG(b"l", value))
+            return 5 if fits else 9
+        if kind is float:  # an AMQP double, as py-amqp sends it
+            pieces.append(_DOUBLE(b"d", value))
+            return 9
+        if kind is list or kind is tuple:
+            inner: list[bytes] = []
+            for item in value:
+                self.encode_value(inner, item)
+            data = b"".join(inner)
+            pieces += (_KIND_LENGTH(b"A", len(data)), data)
+            return 5 + len(data)
+        if kind is dict:
+            pieces.append(b"F")
+            return 1 + self.encode_table(pieces, value)
+        return self._encode_fallback(pieces, value)  # bytes, Decimal, datetime, subclasses
+
+    def encode_table(self, pieces: list[bytes], table: dict[str, Any] | None) -> int:
+        """Append an encoded table (a 32-bit size, then short-string keys and values); return its size."""
+        start = len(pieces)
+        pieces.append(b"")  # the size, filled in below
+        size = 0
+        for key, value in (table or {}).items():
+            name = key.encode()
+            if len(name) > 255:
+                raise ValueError(f"AMQP header names are at most 255 bytes: {key[:40]!r}...")
+            pieces += (bytes((len(name),)), name)
+            size += 1 + len(name) + self.encode_value(pieces, value)
+        pieces[start] = _UINT(size)
+        return size + 4
+
+    def decode_value(self, encoded: bytes, offset: int) -> tuple[Any, int]:
+        """Decode one value at ``offset``; return it and the offset after it (floats stay floats)."""
+        unpack = _DECODE.get(encoded[offset:offset + 1])
+        if unpack is not None:
+            return unpack.unpack_from(encoded, offset + 1)[0], offset + 1 + unpack.size
+        return self._decode_fallback(encoded, offset)
