@@ -289,6 +289,7 @@ def _safe_repr(obj: Any) -> str:
 # --- saferepr: the text of the argsrepr and kwargsrepr headers.
 
 _PLAIN_NUMBERS = frozenset({int, float, bool})
+_NUMBERS = frozenset({int, float})  # bool is left out: a tuple of bools is rare, and the slow path is right
 
 def saferepr(obj: Any, maxlen: int | None = None, maxlevels: int = 3) -> str:
     """Celery's ``saferepr``: a ``repr`` that never fails, cut to ``maxlen`` characters plus ``...``.
@@ -296,7 +297,13 @@ def saferepr(obj: Any, maxlen: int | None = None, maxlevels: int = 3) -> str:
     Unlike ``repr``, and like Celery's, strings are always in single quotes (only an inner quote is
     escaped), numbers print with ``str``, and containers nested ``maxlevels`` deep print as ``[...]``.
     """
-    text = _saferepr(obj, 0, maxlevels, set())
+    kind = type(obj)
+    if (kind is tuple or kind is dict) and not obj:
+        return "()" if kind is tuple else "{}"  # the commonest headers, on the hot path of delay()
+    if kind is tuple and all(type(item) in _NUMBERS for item in obj):
+        text = repr(obj)  # numbers only: repr is exactly Celery's text
+    else:
+        text = _saferepr(obj, 0, maxlevels, set())
     # Celery stops its token stream at maxlen and closes the open brackets; a plain cut is simpler and
     # differs only for texts over maxlen (1024 for the headers), which are cut either way.
     return text if maxlen is None or len(text) <= maxlen else text[:maxlen] + "..."

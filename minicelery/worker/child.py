@@ -8,10 +8,11 @@ limit signal handler) plus the child half of ``celery.concurrency.asynpool``. Le
 (each child has its own pipe), the "ready" handshake and ``EX_RECYCLE``-style exit codes (the main process
 counts jobs too), ``maxmemperchild``, and running anything but the one handler built by ``handler_factory``.
 
-The protocol on the child's pipe is tiny. The main process sends ``(number, pickled payload)`` for a job or
-``None`` to ask the child to exit. The child answers ``("started", number, wall time, monotonic time)``
-before running the handler and ``("done", number, pickled result, runtime)`` after it. Payload and result
-travel pre-pickled so that a value that cannot be pickled or unpickled becomes a :class:`HandlerError`
+The protocol on the child's pipe is tiny. The main process sends ``(number, pickled payload, report
+start)`` for a job or ``None`` to ask the child to exit. The child answers ``("started", number, wall
+time, monotonic time)`` before running the handler, only when asked (time limits and ``track_started``
+need it), and ``("done", number, pickled result, runtime)`` after it. Payload and result travel
+pre-pickled so that a value that cannot be pickled or unpickled becomes a :class:`HandlerError`
 instead of killing either side.
 """
 
@@ -105,8 +106,9 @@ def child_main(channel: Channel, handler_factory: Callable[[], Callable[[Any], A
         job = _next_job(channel, parent)
         if job is None:
             return
-        number, blob = job
-        channel.send(("started", number, time.time(), time.monotonic()))
+        number, blob, report_start = job
+        if report_start:
+            channel.send(("started", number, time.time(), time.monotonic()))
         began = time.monotonic()
         result = _call_handler(handler, blob)
         _send_result(channel, number, result, time.monotonic() - began)
@@ -147,7 +149,7 @@ def startup_signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _next_job(channel: Channel, parent: int) -> tuple[int, bytes] | None:
+def _next_job(channel: Channel, parent: int) -> tuple[int, bytes, bool] | None:
     """Wait for the next job; None means exit (asked to, the pipe closed, or the main process died)."""
     # Siblings forked later inherit the main process's end of this pipe, so EOF alone cannot tell us
     # the main process died; a reparented child (getppid changed) is an orphan and must go.
@@ -155,7 +157,7 @@ def _next_job(channel: Channel, parent: int) -> tuple[int, bytes] | None:
         if os.getppid() != parent:
             return None
     try:
-        job: tuple[int, bytes] | None = channel.recv()
+        job: tuple[int, bytes, bool] | None = channel.recv()
     except EOFError:
         return None
     return job

@@ -249,7 +249,9 @@ class Consumer:
                 continue  # its channel is gone: the broker redelivers it
             job_id = next(self._seq)
             hard, soft = _limits(request, self.time_limits)
-            self.pool.submit(job_id, request.job, soft_time_limit=soft, time_limit=hard)
+            track = bool(request.task.track_started and request.job.send_result)
+            self.pool.submit(job_id, request.job, soft_time_limit=soft, time_limit=hard,
+                             report_start=track or hard is not None or soft is not None)
             self.running[job_id] = request
             if not request.acks_late:
                 self.acks.ack(request.tag)

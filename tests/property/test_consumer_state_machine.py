@@ -64,7 +64,7 @@ class FakePool:
     def idle_count(self) -> int:
         return self.size - len(self.jobs)
 
-    def submit(self, job_id, payload, *, soft_time_limit=None, time_limit=None) -> int:
+    def submit(self, job_id, payload, *, soft_time_limit=None, time_limit=None, report_start=None) -> int:
         assert self.idle_count() > 0
         self.jobs[job_id] = payload
         return 1000 + job_id

@@ -171,7 +171,8 @@ def test_children_are_separate_named_processes_that_run_jobs_concurrently(harnes
         with open(f"/proc/{pid}/stat") as stat:
             assert int(stat.read().rsplit(")", 1)[1].split()[1]) == os.getpid()  # ppid: we are the parent
     assert h.pool.idle_count() == 2
-    pids = {h.pool.submit("a", ("span", 0.4)), h.pool.submit("b", ("span", 0.4))}
+    pids = {h.pool.submit("a", ("span", 0.4), report_start=True),
+            h.pool.submit("b", ("span", 0.4), report_start=True)}
     assert h.pool.idle_count() == 0 and set(h.pool.active()) == {"a", "b"}
     events = wait_for_events(h, ended("a", "b"))
     a, b = outcome(events, "a").result, outcome(events, "b").result
@@ -299,7 +300,7 @@ def test_submit_refuses_what_it_cannot_run(harness):
 def test_a_warm_stop_waits_for_the_running_job(harness):
     h = harness(concurrency=2)
     pids = h.pool.pids()
-    h.pool.submit("slow", ("span", 0.5))
+    h.pool.submit("slow", ("span", 0.5), report_start=True)
     wait_for_events(h, started("slow"))
     h.pool.stop()
     done = outcome(wait_for_events(h, ended("slow")), "slow")
@@ -311,7 +312,7 @@ def test_a_warm_stop_waits_for_the_running_job(harness):
 def test_a_cold_stop_terminates_running_jobs_and_leaves_no_process(harness):
     h = harness(concurrency=2)
     pids = h.pool.pids()
-    h.pool.submit("forever", ("spin", 30))
+    h.pool.submit("forever", ("spin", 30), report_start=True)
     wait_for_events(h, started("forever"))
     began = time.monotonic()
     h.pool.stop(cold=True)
@@ -323,7 +324,7 @@ def test_a_cold_stop_terminates_running_jobs_and_leaves_no_process(harness):
 
 def test_a_warm_stop_that_times_out_goes_cold(harness):
     h = harness()
-    h.pool.submit("forever", ("spin", 30))
+    h.pool.submit("forever", ("spin", 30), report_start=True)
     wait_for_events(h, started("forever"))
     h.pool.stop(timeout=0.3)
     lost = outcome(h.pool.events(), "forever")
@@ -378,3 +379,12 @@ def wait_gone(pid: int, timeout: float) -> bool:
     finally:
         os.close(fd)
     return bool(readable)
+
+
+def test_a_start_is_reported_only_when_asked_or_timed(harness):
+    h = harness(concurrency=1)
+    h.pool.submit("quiet", ("span", 0.01))
+    events = wait_for_events(h, ended("quiet"))
+    assert not any(isinstance(e, JobStarted) for e in events)
+    h.pool.submit("timed", ("span", 0.01), time_limit=30)
+    assert any(isinstance(e, JobStarted) for e in wait_for_events(h, ended("timed")))
