@@ -118,9 +118,7 @@ class Pool:
     def submit(self, job_id: Hashable, payload: Any, *, soft_time_limit: float | None = None,
                time_limit: float | None = None, report_start: bool | None = None) -> int:
         """Send a job to the child idle longest and return its pid; time limits count from the job's start.
-
-        The child reports ``JobStarted`` only when ``report_start`` is true (default: when a time limit
-        applies, since the deadlines count from it): one message less per job on the hot path.
+        The child reports ``JobStarted`` only if ``report_start`` (default: when a time limit applies).
 
         Raises:
             RuntimeError: the pool is not running, or no child is idle (check :meth:`idle_count` first).
@@ -135,9 +133,8 @@ class Pool:
             pid, number = self._book.assign(job_id, soft_time_limit, time_limit)
             conn = self._children[pid].conn
         try:
-            if report_start is None:
-                report_start = soft_time_limit is not None or time_limit is not None
-            conn.send((number, blob, report_start))
+            timed = soft_time_limit is not None or time_limit is not None
+            conn.send((number, blob, timed if report_start is None else report_start))
         except OSError:
             pass  # the child just died; the collector reports the job as lost when it reaps the child
         return pid
