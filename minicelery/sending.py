@@ -9,7 +9,6 @@ routing key, after declaring it the way Celery does. Celery's counterpart is ``c
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -70,6 +69,8 @@ def _lookup_route(routes: Any, name: str) -> Mapping[str, Any]:
                 f"task_routes entries must be dicts of task name → route, not {table!r}")
         found = table.get(name)
         if found is None:
+            import fnmatch  # only glob routes need it: keep it out of `import minicelery`
+
             found = next((value for pattern, value in table.items()
                           if any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(name, pattern)),
                          None)
