@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .. import protocol, serialization, states
+from .. import log, protocol, serialization, states
+from ..app import Celery
 from ..exceptions import EncodeError, NotRegistered
+from ..imports import find_app
 from ..trace import Outcome, run_task
 
 __all__ = ["Job", "JobResult", "JobHandler", "encode_result"]
@@ -121,12 +123,7 @@ class JobHandler:
 
 def make_handler(app_or_spec: Any, hostname: str, loglevel: int) -> JobHandler:
     """Build the handler inside a child: with ``spawn`` the app is re-imported from its ``-A`` string."""
-    from .. import log  # noqa: PLC0415 - only children that were spawned need to set logging up again
-
-    if isinstance(app_or_spec, str):
-        from ..app import Celery
-        from ..imports import find_app
-
+    if isinstance(app_or_spec, str):  # a spawned child starts from scratch: logging and app again
         log.setup(loglevel)
         app = find_app(app_or_spec, Celery)
     else:
