@@ -168,6 +168,8 @@ def _call_handler(handler: Callable[[Any], Any], blob: bytes) -> Any:
     try:
         _SoftLimit.armed = True
         try:
+            # Our own pipe: the main process pickled this job. A message body inside it is still the
+            # broker's raw bytes, which only the json/msgpack serializer ever decodes.
             return handler(pickle.loads(blob))
         finally:
             _SoftLimit.armed = False
@@ -189,6 +191,6 @@ def _send_result(channel: Channel, number: int, result: Any, runtime: float) -> 
 def load_result(blob: bytes) -> Any:
     """Unpickle a result in the main process; one that cannot be rebuilt there becomes a HandlerError."""
     try:
-        return pickle.loads(blob)
+        return pickle.loads(blob)  # pickled by our own child: no broker data is ever unpickled
     except Exception as exc:
         return HandlerError.capture(exc)
