@@ -121,3 +121,25 @@ def test_import_minicelery_loads_no_heavy_module():
 def test_modules_stay_small():
     big = {module_name(p): n for p in all_modules() if (n := len(p.read_text().splitlines())) > 400}
     assert big == {}
+
+
+def code_lines(path: Path) -> int:
+    """Lines that are code: not blank, not a comment, not a docstring."""
+    source = path.read_text()
+    docstrings: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                docstrings.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
+    return sum(1 for number, line in enumerate(source.splitlines(), 1)
+               if line.strip() and not line.strip().startswith("#") and number not in docstrings)
+
+
+def test_line_budget():
+    """The core (app, messaging, results) stays near 3,000 lines of code, the whole package under 4,500."""
+    counts = {module_name(p): code_lines(p) for p in all_modules()}
+    core = sum(n for name, n in counts.items() if not name.startswith(("worker.", "cli", "__main__")))
+    assert core <= 3200, f"the core has {core} lines of code"
+    assert sum(counts.values()) <= 4500, f"the package has {sum(counts.values())} lines of code"
