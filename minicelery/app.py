@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -391,4 +390,6 @@ class Celery:
 
 def _oid(app: Celery, scope: Any) -> str:
     """A stable uuid3 for (host, process, scope, app), like Celery's ``oid_from``."""
+    import uuid  # here, not at the top: uuid imports platform, a cost `import minicelery` need not pay
+
     return str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode():x}-{os.getpid():x}-{scope}-{id(app):x}"))

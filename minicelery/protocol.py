@@ -19,7 +19,6 @@ import datetime
 import functools
 import logging
 import os
-import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,7 @@ from .serialization import exception_to_meta, meta_to_exception, saferepr
 
 __all__ = [
     "Envelope", "TaskHeaders", "TaskMessage", "decode_body", "exception_to_meta", "meta_to_exception",
-    "parse_headers", "parse_iso", "result_meta",
+    "new_task_id", "parse_headers", "parse_iso", "result_meta",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,7 +110,7 @@ class TaskMessage:
         if not isinstance(kwargs, Mapping):
             raise TypeError("task keyword arguments must be a mapping")
         kwargs = kwargs if type(kwargs) is dict else dict(kwargs)
-        task_id = task_id or str(uuid.uuid4())
+        task_id = task_id or new_task_id()
         if now is None and (countdown or expires is not None):
             now = datetime.datetime.now(UTC)
         expires_iso, expiration = _expiry(task_id, expires, now)
@@ -218,6 +217,13 @@ def _hostname() -> str:
 
 def _anon_nodename() -> str:
     return f"gen{os.getpid()}@{_hostname()}"  # the pid is read each time: it changes after fork
+
+
+def new_task_id() -> str:
+    """A new task id: a random uuid4, as Celery's."""
+    import uuid  # here, not at the top: uuid imports platform, a cost `import minicelery` need not pay
+
+    return str(uuid.uuid4())
 
 
 def parse_iso(value: str) -> datetime.datetime:

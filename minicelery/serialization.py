@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import base64
 import datetime
-import decimal
 import functools
 import json
 import numbers
 import sys
-import uuid
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -132,19 +130,27 @@ def _accepted(accept: tuple[str, ...]) -> frozenset[str]:
     return frozenset(types - _NEVER_DECODED)
 
 
-#: kombu's JSON wrappers: (type, marker, encoder). datetime comes before date, as a datetime is a date too.
-_JSON_WRAPPERS: tuple[tuple[type, str, Callable[[Any], Any]], ...] = (
-    (datetime.datetime, "datetime", datetime.datetime.isoformat),
-    (datetime.date, "date", datetime.date.isoformat),
-    (datetime.time, "time", datetime.time.isoformat),
-    (decimal.Decimal, "decimal", str),
-    (uuid.UUID, "uuid", lambda value: {"hex": value.hex, "version": value.version}),
-)
+@functools.lru_cache(maxsize=1)
+def _json_wrappers() -> tuple[tuple[type, str, Callable[[Any], Any]], ...]:
+    """kombu's JSON wrappers: (type, marker, encoder); datetime before date, as a datetime is a date.
+
+    Built on first use: decimal and uuid stay out of `import minicelery` (uuid imports platform).
+    """
+    import decimal
+    import uuid
+
+    return (
+        (datetime.datetime, "datetime", datetime.datetime.isoformat),
+        (datetime.date, "date", datetime.date.isoformat),
+        (datetime.time, "time", datetime.time.isoformat),
+        (decimal.Decimal, "decimal", str),
+        (uuid.UUID, "uuid", lambda value: {"hex": value.hex, "version": value.version}),
+    )
 
 
 def _json_default(obj: Any) -> Any:
     """Encode what JSON has no type for, the way kombu does, so Celery decodes it to the same value."""
-    for cls, marker, encode in _JSON_WRAPPERS:
+    for cls, marker, encode in _json_wrappers():
         if isinstance(obj, cls):
             return {"__type__": marker, "__value__": encode(obj)}
     if isinstance(obj, bytes):  # as text when it is UTF-8, else as base64
@@ -155,13 +161,25 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
+def _decimal(text: str) -> Any:
+    import decimal  # on first use only, like _json_wrappers
+
+    return decimal.Decimal(text)
+
+
+def _uuid(value: dict[str, Any]) -> Any:
+    import uuid  # on first use only, like _json_wrappers
+
+    return uuid.UUID(hex=value["hex"], version=value.get("version"))
+
+
 #: The inverse of _json_default, keyed by ``__type__``.
 _JSON_TYPES: dict[str, Callable[[Any], Any]] = {
     "datetime": datetime.datetime.fromisoformat,
     "date": lambda value: datetime.datetime.fromisoformat(value).date(),
     "time": datetime.time.fromisoformat,
-    "decimal": decimal.Decimal,
-    "uuid": lambda value: uuid.UUID(hex=value["hex"], version=value.get("version")),
+    "decimal": _decimal,
+    "uuid": _uuid,
     "bytes": lambda value: value.encode("utf-8"),
     "base64": lambda value: base64.b64decode(value.encode("utf-8")),
 }
@@ -333,6 +351,12 @@ def _saferepr(obj: Any, depth: int, maxlevels: int, seen: set[int]) -> str:
     return opener + inner + closer
 
 
+def _is_decimal(obj: Any) -> bool:
+    # A Decimal can only exist once decimal is imported: look it up rather than import it here.
+    decimal = sys.modules.get("decimal")
+    return decimal is not None and isinstance(obj, decimal.Decimal)
+
+
 def _container(obj: Any) -> tuple[str, str, Any]:
     """Return ``(opener, closer, items)`` for a container, or ``('', text, None)`` for anything else."""
     if isinstance(obj, (set, frozenset)):
@@ -347,7 +371,7 @@ def _container(obj: Any) -> tuple[str, str, Any]:
         return "{", "}", obj.items()
     if isinstance(obj, list):
         return "[", "]", obj
-    if isinstance(obj, numbers.Number) and not isinstance(obj, decimal.Decimal):
+    if isinstance(obj, numbers.Number) and not _is_decimal(obj):
         return "", str(obj), None  # Celery prints numbers with str(): True, 1.5, 10
     return "", _safe_repr(obj), None
 

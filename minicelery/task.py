@@ -8,13 +8,11 @@ signatures/canvas (``s()``, ``link``), rate limits and ``update_state`` from ins
 
 from __future__ import annotations
 
-import random
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from . import _state, trace
+from . import _state, protocol, trace
 from .exceptions import MaxRetriesExceededError, Retry
 from .local import LocalStack
 
@@ -207,7 +205,7 @@ class Task:
             self.check_arguments(*args, **kwargs)
         app = self.app
         if app.conf.task_always_eager:
-            return self.apply(args, kwargs, task_id=task_id or str(uuid.uuid4()), **options)
+            return self.apply(args, kwargs, task_id=task_id or protocol.new_task_id(), **options)
         for attr in _EXEC_OPTIONS:
             value = getattr(self, attr, None)
             if value is not None:
@@ -234,7 +232,7 @@ class Task:
         from .result import EagerResult  # same layer; imported here to keep result's import optional
 
         app = self.app
-        task_id = task_id or str(uuid.uuid4())
+        task_id = task_id or protocol.new_task_id()
         args, kwargs = trace.round_trip(args or (), kwargs or {},
                                         options.get("serializer") or self.serializer or "json")
         throw = app.conf.task_eager_propagates if throw is None else throw
@@ -347,4 +345,8 @@ def add_autoretry_behaviour(task: Task) -> None:
 def backoff_countdown(factor: bool | float, retries: int, maximum: float, jitter: bool) -> int:
     """Exponential backoff as Celery computes it: ``min(max, factor * 2**retries)``, then jitter."""
     countdown = min(int(maximum), int(max(1.0, float(factor))) * 2 ** retries)
-    return random.randrange(countdown + 1) if jitter else countdown
+    if not jitter:
+        return countdown
+    import random  # only retries with jitter need it: keep it out of `import minicelery`
+
+    return random.randrange(countdown + 1)
