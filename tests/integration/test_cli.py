@@ -39,8 +39,9 @@ def short_queue(broker_url):
     """Fresh queue names of at most 16 characters (the banner pads names to 16), deleted at teardown."""
     names: list[str] = []
 
-    def make() -> str:
-        names.append(f"mc-{uuid.uuid4().hex[:8]}")  # 11 characters
+    def make(name: str | None = None) -> str:
+        """A new name, or ``name`` (e.g. a reply queue a test created) to delete at teardown too."""
+        names.append(name or f"mc-{uuid.uuid4().hex[:8]}")  # 11 characters
         return names[-1]
 
     yield make
@@ -256,9 +257,11 @@ def test_call_prints_a_task_id_and_the_worker_runs_it(workers, short_queue):
     assert done.returncode == 0, done
     assert re.fullmatch(UUID + "\n", done.stdout), done
     task_id = done.stdout.strip()
+    short_queue(f"minicelery.cli.{task_id}")  # `call` leaves its reply queue for a `result` we skip
     worker.wait_for_line(rf"INFO/ForkPoolWorker-1\] Task ctasks\.add\[{task_id}\] succeeded in [0-9.e-]+s: 5$")
     kwargs = run_cli(["-A", "ctasks", "call", "ctasks.add", "-k", '{"x": 1, "y": 2}', "--queue", queue])
     assert kwargs.returncode == 0, kwargs
+    short_queue(f"minicelery.cli.{kwargs.stdout.strip()}")
     worker.wait_for_line(rf"Task ctasks\.add\[{kwargs.stdout.strip()}\] succeeded in [0-9.e-]+s: 3$")
 
 
