@@ -25,7 +25,6 @@ from .shared import shared_task
 from .task import Task
 
 __version__ = "0.1.0"
-VERSION_BANNER = f"{__version__} (minicelery)"
 
 __all__ = [
     "AsyncResult",

@@ -351,13 +351,15 @@ class Celery:
         if parent is not None and not parent.request.called_directly:
             options.setdefault("parent_id", parent.request.id)
             options.setdefault("root_id", parent.request.root_id or parent.request.id)
+        own_queue = self.reply_queue
         message = build_message(self, name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta,
-                                expires=expires, ignore_result=bool(ignore_result), options=options)
+                                expires=expires, ignore_result=bool(ignore_result), options=options,
+                                reply_queue=own_queue)
         exchange, routing_key, queue = route(self, name, options)
         declare = self._queue_declarations(queue)
-        if not ignore_result and message.reply_to == self.reply_queue:
+        if not ignore_result and message.reply_to == own_queue:
             # Only our own queue, never a reply_to passed through (a retry sent for another client).
-            self.backend.prepare(self.reply_queue)
+            self.backend.prepare(own_queue)
         envelope = message.encode(options.get("serializer") or conf.task_serializer)
         self.broker.publish(envelope.body, envelope.properties, exchange=exchange,
                             routing_key=routing_key, declare=declare)

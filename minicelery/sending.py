@@ -25,10 +25,11 @@ _MESSAGE_OPTIONS = ("retries", "time_limit", "soft_time_limit", "root_id", "pare
 
 def build_message(app: Any, name: str, args: Any, kwargs: Any, *, task_id: str | None,
                   countdown: float | None, eta: datetime | None, expires: float | datetime | None,
-                  ignore_result: bool, options: Mapping[str, Any]) -> TaskMessage:
-    """Build the task message for one ``send_task`` call."""
+                  ignore_result: bool, options: Mapping[str, Any], reply_queue: str) -> TaskMessage:
+    """Build the task message for one ``send_task`` call; replies go to ``reply_queue`` unless an
+    explicit ``reply_to`` option says otherwise."""
     extra = {key: options[key] for key in _MESSAGE_OPTIONS if options.get(key) is not None}
-    extra.setdefault("reply_to", app.reply_queue)
+    extra.setdefault("reply_to", reply_queue)
     needs_clock = countdown is not None or eta is not None or expires is not None
     return TaskMessage.create(
         name, args if args is not None else (), kwargs if kwargs is not None else {},
