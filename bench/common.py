@@ -23,7 +23,7 @@ HOST = "127.0.0.1"
 PORT = 5672
 BROKER_URL = f"amqp://guest:guest@{HOST}:{PORT}//"
 
-#: The connection settings minicelery's ``amqp._Client`` uses with the default configuration
+#: The connection settings minicelery's ``amqp.link._Client`` uses with the default configuration
 #: (``broker_heartbeat`` 120, ``broker_connection_timeout`` 4, one attempt): the pika references use the
 #: same ones so that only the library differs.
 PIKA_SETTINGS: dict[str, Any] = {"host": HOST, "port": PORT, "virtual_host": "/", "heartbeat": 120,

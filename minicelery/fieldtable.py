@@ -2,9 +2,10 @@
 
 pika's own codec cannot send a float at all, truncates a float it receives to an int, and spends a few
 isinstance() checks per value; Celery's ``timelimit`` header may hold floats, and every task message
-carries 19 headers. This codec dispatches on the exact type of the common values (str, None, bool,
-int, float, list/tuple, dict) and hands anything else to the fallback it is given (pika's own functions,
-installed by ``amqp.py``), so that the bytes for other types stay pika's. Pure Python, no pika import.
+carries 19 headers that a worker decodes on every delivery. This codec dispatches on the exact type
+of the common values (str, None, bool, int, float, list/tuple, dict) and on the kinds py-amqp writes,
+and hands anything else to the fallback it is given (pika's own functions, installed by ``amqp/link.py``),
+so that the bytes and values for other types stay pika's. Pure Python, no pika import.
 """
 
 from __future__ import annotations
@@ -20,14 +21,25 @@ _INT = struct.Struct(">ci").pack
 _LONG = struct.Struct(">cq").pack
 _DOUBLE = struct.Struct(">cd").pack
 _UINT = struct.Struct(">I").pack
-_DECODE = {b"d": struct.Struct(">d"), b"f": struct.Struct(">f"), b"l": struct.Struct(">q")}
+_UINT_AT = struct.Struct(">I").unpack_from
+_INT_AT = struct.Struct(">i").unpack_from
+_DECODE = {ord("d"): struct.Struct(">d"), ord("f"): struct.Struct(">f"), ord("l"): struct.Struct(">q")}
+_S, _V, _T, _I, _A, _F = b"SVtIAF"  # the kinds Celery's headers use, as byte values
+
+
+def _text(raw: bytes) -> str | bytes:
+    """A string as pika returns it: text when it is UTF-8, else the bytes."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
 
 
 class Codec:
     """Field-table encoder and value decoder, falling back to ``encode_value``/``decode_value`` given.
 
-    Use ``encode_value``, ``encode_table`` and ``decode_value`` in place of pika's functions of the same
-    names (their signatures are pika's).
+    Use ``encode_value``, ``encode_table``, ``decode_value`` and ``decode_table`` in place of pika's
+    functions of the same names (their signatures are pika's).
     """
 
     def __init__(self, encode_fallback: Callable[[list[bytes], Any], int],
@@ -81,9 +93,43 @@ class Codec:
         pieces[start] = _UINT(size)
         return size + 4
 
+    def decode_table(self, encoded: bytes, offset: int) -> tuple[dict[Any, Any], int]:
+        """Decode a table at ``offset`` (a 32-bit size, then short-string keys and values); return it and
+        the offset after it."""
+        end = offset + 4 + _UINT_AT(encoded, offset)[0]
+        offset += 4
+        table = {}
+        decode_value = self.decode_value
+        while offset < end:
+            start = offset + 1
+            offset = start + encoded[offset]
+            table[_text(encoded[start:offset])], offset = decode_value(encoded, offset)
+        return table, offset
+
     def decode_value(self, encoded: bytes, offset: int) -> tuple[Any, int]:
         """Decode one value at ``offset``; return it and the offset after it (floats stay floats)."""
-        unpack = _DECODE.get(encoded[offset:offset + 1])
+        kind = encoded[offset]
+        if kind == _S:
+            start = offset + 5
+            end = start + _UINT_AT(encoded, offset + 1)[0]
+            return _text(encoded[start:end]), end
+        if kind == _V:
+            return None, offset + 1
+        if kind == _T:
+            return encoded[offset + 1] != 0, offset + 2
+        if kind == _I:
+            return _INT_AT(encoded, offset + 1)[0], offset + 5
+        if kind == _A:
+            offset += 5
+            end = offset + _UINT_AT(encoded, offset - 4)[0]
+            items = []
+            while offset < end:
+                item, offset = self.decode_value(encoded, offset)
+                items.append(item)
+            return items, offset
+        if kind == _F:
+            return self.decode_table(encoded, offset + 1)
+        unpack = _DECODE.get(kind)
         if unpack is not None:
             return unpack.unpack_from(encoded, offset + 1)[0], offset + 1 + unpack.size
         return self._decode_fallback(encoded, offset)

@@ -1,7 +1,7 @@
 """The values that cross the broker seam: what to declare, what was delivered, what came back.
 
 Plain frozen dataclasses with no pika in them, so the app and the worker can name queues and read
-deliveries without loading the AMQP client; ``amqp.py`` turns them into pika calls and back. Celery's
+deliveries without loading the AMQP client; the ``amqp`` package turns them into pika calls and back. Celery's
 counterparts are kombu's ``Queue``/``Exchange`` and ``Message``; left out: exchange types other than
 direct, and message methods (acking goes through the connection).
 """

@@ -3,8 +3,9 @@
 Start-up order: finalize the app (importing ``include``/``imports``), print the banner, connect to the
 broker (an unreachable broker is an error before any child is forked), start the pool (children fork
 after the app is imported), install signal handlers, declare queues, set QoS and consume. The main loop
-waits on the broker connection — woken by deliveries, by the pool's collector thread, or at the next ETA
-— and lets the :class:`Consumer` do the work.
+is one thread: it waits in :meth:`Pool.poll` on the broker socket and every child at once — woken by a
+delivery, a finished job, a time limit or the next ETA — lets pika dispatch deliveries, and lets the
+:class:`Consumer` do the work.
 
 Shutdown: SIGTERM or a first SIGINT is *warm* (stop consuming, send waiting messages back, let running
 tasks finish, settle them, exit 0); SIGQUIT or a second SIGINT is *cold* (children are terminated; a
@@ -23,7 +24,6 @@ import os
 import platform
 import signal
 import socket
-import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -103,7 +103,7 @@ class Worker:
                             soft_time_limit if soft_time_limit is not None else conf.task_soft_time_limit)
         self.stopping: str | None = None  # None, "warm" or "cold"; set by signal handlers only
         self._draining = False
-        self._wake = threading.Event()
+        self._next_service = 0.0  # when pika's I/O loop must run next even if the socket is quiet
         self.connection: WorkerConnection | None = None
         self.pool: Pool | None = None
         self.consumer: Consumer | None = None
@@ -124,7 +124,7 @@ class Worker:
             make_handler, self.app_spec if self.start_method == "spawn" and self.app_spec else self.app,
             self.hostname, self.loglevel)
         self.pool = Pool(self.concurrency, handler_factory, max_tasks_per_child=self.max_tasks_per_child,
-                         start_method=self.start_method, notify=self._notify)
+                         start_method=self.start_method)
         self.pool.start()
         self.consumer = Consumer(self.app, self.pool, hostname=self.hostname,
                                  prefetch_count=self.prefetch_count, time_limits=self.time_limits)
@@ -184,18 +184,12 @@ class Worker:
             connection.declare(QueueSpec(queue))
             connection.consume(queue, consumer.on_message)
         consumer.connection = connection
+        assert self.pool is not None
+        self.pool.watch(connection.fileno())
         consumer.flush()
         logger.info("Connected to %s", mask_broker_url(self.app.conf.broker_url, "**"))
 
     # -- the loop ---------------------------------------------------------------------------------------
-
-    def _notify(self) -> None:
-        """Called by the pool's collector thread: wake the main loop (coalesced)."""
-        if not self._wake.is_set():
-            self._wake.set()
-            connection = self.connection
-            if connection is not None:
-                connection.call_threadsafe(_nothing)
 
     def _loop(self) -> None:
         assert self.connection is not None and self.consumer is not None
@@ -210,16 +204,30 @@ class Worker:
                     self.consumer.flush()
                     return None
             try:
-                self.connection.process_events(self.consumer.next_timeout(LOOP_INTERVAL))
-                self._wake.clear()  # clear before draining: a later event sets it again
-                self.consumer.tick()
+                self._step()
             except OperationalError as exc:
                 self._reconnect(exc)
+
+    def _step(self) -> None:
+        """Wait for the broker, a child or a deadline; let pika dispatch deliveries; do the work."""
+        assert self.connection is not None and self.consumer is not None and self.pool is not None
+        connection = self.connection
+        # Sending (acks, results) runs pika's I/O loop, which may read deliveries it dispatches only in
+        # process_events: then the socket stays quiet, so do not wait for it.
+        timeout = 0.0 if connection.has_buffered_input else self.consumer.next_timeout(LOOP_INTERVAL)
+        socket_ready = self.pool.poll(timeout)
+        now = time.monotonic()
+        if socket_ready or timeout == 0.0 or now >= self._next_service:  # heartbeats need a regular turn
+            self._next_service = now + LOOP_INTERVAL
+            connection.process_events(0)
+        self.consumer.tick()
 
     def _reconnect(self, exc: BaseException) -> None:
         """Rebuild the connection with backoff; running tasks go on and their results wait."""
         assert self.consumer is not None
         dropped = self.consumer.connection_lost()
+        if self.pool is not None:
+            self.pool.watch(None)
         logger.error("consumer: Connection to broker lost. Trying to re-establish the connection... "
                      "(%s; %d unacknowledged message(s) will be redelivered by the broker)", exc, dropped)
         if self.connection is not None:
@@ -255,8 +263,7 @@ class Worker:
         assert self.consumer is not None and self.pool is not None
         deadline = time.monotonic() + delay
         while self.stopping != "cold" and (remaining := deadline - time.monotonic()) > 0:
-            self._wake.wait(min(remaining, LOOP_INTERVAL))
-            self._wake.clear()
+            self.pool.poll(min(remaining, LOOP_INTERVAL))
             self.consumer.handle_pool_events(self.pool.events())
 
     # -- shutdown ---------------------------------------------------------------------------------------
@@ -352,10 +359,6 @@ class Worker:
 def _reason(error: BaseException, url: str) -> str:
     """The text of a connection error without the ``Cannot connect to <url>: `` the log line says already."""
     return str(error).removeprefix(f"Cannot connect to {url}: ")
-
-
-def _nothing() -> None:
-    """A callback that only wakes the connection's event loop."""
 
 
 def _say(text: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import subprocess
 import threading
@@ -260,22 +261,30 @@ def test_worker_connection_consumes_acks_and_rejects(broker_url, unique_queue, p
     assert not worker.is_open
 
 
-def test_call_threadsafe_wakes_the_loop(broker_url):
+def test_fileno_turns_readable_when_a_delivery_arrives(broker_url, unique_queue, pika_channel):
+    queue = unique_queue()
     worker = WorkerConnection(broker_url)
     worker.connect()
-    woken = threading.Event()
+    received: list[Delivery] = []
     try:
-        threading.Thread(target=worker.call_threadsafe, args=(woken.set,)).start()
-        started = time.monotonic()
-        while not woken.is_set():
-            worker.process_events(5)
-            assert time.monotonic() - started < 5
+        worker.declare(QueueSpec(queue))
+        worker.consume(queue, received.append)
+        assert worker.has_buffered_input  # consuming ran pika's I/O loop: the socket may not tell
+        worker.process_events(0)
+        assert not worker.has_buffered_input
+        assert select.select([worker.fileno()], [], [], 0)[0] == []
+        pika_channel.basic_publish("", queue, b"[]", pika.BasicProperties(content_type="application/json"))
+        deadline = time.monotonic() + 10
+        while not received:  # wait on the socket alone, as the worker does
+            remaining = deadline - time.monotonic()
+            assert remaining > 0 and select.select([worker.fileno()], [], [], remaining)[0]
+            worker.process_events(0)
+        assert received[0].body == b"[]"
+        worker.cancel_all()
     finally:
         worker.close()
-    worker.call_threadsafe(woken.clear)  # a no-op once closed
-    assert woken.is_set()
     with pytest.raises(OperationalError, match="call connect"):
-        worker.process_events(0)
+        worker.fileno()
 
 
 def test_heartbeat_is_passed_through():

@@ -27,8 +27,8 @@ WHITELIST = {
     ("app", "cli"),      # app.worker_main(), Celery's entry point into the command line
 }
 
-#: Third-party and heavy modules and the one module allowed to import each.
-SOLE_HOMES = {"pika": {"amqp"}, "multiprocessing": {"worker.pool", "worker.child"},
+#: Third-party and heavy modules and the modules allowed to import each (pika: the amqp package).
+SOLE_HOMES = {"pika": {"amqp.link", "amqp.broker", "amqp.connection"}, "multiprocessing": {"worker.pool", "worker.child"},
               "argparse": {"cli"}, "msgpack": {"serialization"}}
 
 FORBIDDEN = {"celery", "kombu", "billiard", "vine", "amqp"}

@@ -1,7 +1,7 @@
 """The prefork pool with real child processes: results, child death, time limits, recycling, shutdown.
 
-Tests synchronise on the pool's own events (``wait_for_events`` blocks on a ``threading.Event`` that the
-pool's ``notify`` sets); sleeps appear only inside job bodies, to simulate work.
+Tests synchronise on the pool's own events (``wait_for_events`` blocks in ``Pool.poll``, as the worker
+does); sleeps appear only inside job bodies, to simulate work.
 """
 
 from __future__ import annotations
@@ -91,34 +91,27 @@ def run_long_job(kind: str, arg: float) -> Any:
 # -- harness --------------------------------------------------------------------------------------------
 
 class Harness:
-    """A started pool plus everything its notify callback saw."""
+    """A started pool plus every event it reported so far."""
 
     def __init__(self, **options: Any) -> None:
-        self.wake = threading.Event()
-        self.notify_threads: list[str] = []
         self.seen: list[PoolEvent] = []
         options.setdefault("handler_factory", make_handler)
-        self.pool = Pool(options.pop("concurrency", 1), notify=self.notify, **options)
+        self.pool = Pool(options.pop("concurrency", 1), **options)
         self.pool.start()
-
-    def notify(self) -> None:
-        self.notify_threads.append(threading.current_thread().name)
-        self.wake.set()
 
 
 def wait_for_events(h: Harness, predicate: Callable[[list[PoolEvent]], bool],
                     timeout: float = 10.0) -> list[PoolEvent]:
-    """Collect events until ``predicate(all events so far)`` holds; fail after ``timeout`` seconds."""
+    """Poll the pool until ``predicate(all events so far)`` holds; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
-        h.wake.clear()  # clear before reading, so a notify that races the read is not lost
         h.seen += h.pool.events()
         if predicate(h.seen):
             return h.seen
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise AssertionError(f"timed out waiting; events so far: {h.seen}")
-        h.wake.wait(remaining)
+        h.pool.poll(remaining)
 
 
 def ended(*job_ids: Any) -> Callable[[list[PoolEvent]], bool]:
@@ -306,7 +299,7 @@ def test_a_warm_stop_waits_for_the_running_job(harness):
     done = outcome(wait_for_events(h, ended("slow")), "slow")
     assert isinstance(done, JobDone) and done.runtime >= 0.45
     assert all(gone(pid) for pid in pids) and h.pool.pids() == []
-    assert h.pool.join(timeout=0)
+    assert h.pool.poll(None) is False  # a stopped pool never waits
 
 
 def test_a_cold_stop_terminates_running_jobs_and_leaves_no_process(harness):
@@ -332,10 +325,36 @@ def test_a_warm_stop_that_times_out_goes_cold(harness):
     assert h.pool.pids() == []
 
 
-def test_notify_is_called_from_the_collector_thread(harness):
+def test_poll_also_wakes_for_the_watched_descriptor(harness):
     h = harness()
-    run_one(h, "n", ("double", 1))
-    assert h.notify_threads and set(h.notify_threads) == {"PoolCollector"}
+    read_end, write_end = os.pipe()
+    try:
+        h.pool.watch(read_end)
+        assert h.pool.poll(0) is False
+        os.write(write_end, b"x")
+        assert h.pool.poll(10) is True  # returns at once: the descriptor is readable
+        h.pool.watch(None)
+        assert h.pool.poll(0) is False  # no longer watched, though still readable
+        h.pool.watch(read_end)
+        assert h.pool.poll(0) is True
+        assert run_one(h, "n", ("double", 1)).result == 2  # children are still served beside it
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_a_closed_watched_descriptor_whose_number_is_reused_does_not_break_the_pool(harness):
+    h = harness(concurrency=2)
+    read_end, write_end = os.pipe()
+    h.pool.watch(read_end)
+    os.close(read_end)  # as pika closes a broken socket before the worker hears of it
+    os.close(write_end)
+    (pid, _) = h.pool.pids()
+    os.kill(pid, signal.SIGKILL)  # its replacement's pipe may well get the closed descriptor's number
+    wait_for_events(h, lambda _: len(h.pool.pids()) == 2 and pid not in h.pool.pids())
+    assert run_one(h, "a", ("double", 2)).result == 4
+    h.pool.watch(None)
+    assert run_one(h, "b", ("double", 3)).result == 6
 
 
 def test_only_the_fork_and_spawn_start_methods_are_accepted():
