@@ -32,12 +32,21 @@ class AckBook:
 
     def __init__(self) -> None:
         self._fates: dict[int, str] = {}
+        self._decided = 0
 
     def __len__(self) -> int:
         return len(self._fates)
 
     def __contains__(self, tag: int) -> bool:
         return tag in self._fates
+
+    def is_open(self, tag: int) -> bool:
+        """True while ``tag`` is received and its fate not yet decided."""
+        return self._fates.get(tag) == _OPEN
+
+    def decided(self) -> int:
+        """How many deliveries are decided and not yet returned by :meth:`flush`."""
+        return self._decided
 
     def received(self, tag: int) -> None:
         """Record a new delivery (tags grow within a channel)."""
@@ -55,6 +64,7 @@ class AckBook:
         if self._fates.get(tag) != _OPEN:
             raise KeyError(f"delivery {tag} is unknown or already decided")
         self._fates[tag] = fate
+        self._decided += 1
 
     def flush(self) -> list[Settle]:
         """Return the broker calls that settle every decided delivery, and forget those deliveries."""
@@ -80,10 +90,12 @@ class AckBook:
                 calls.append(Settle("ack", tag))
             else:
                 calls.append(Settle("reject", tag, requeue=fate == _REQUEUE))
+        self._decided = 0  # every decided delivery is in calls now
         return calls
 
     def forget(self) -> int:
         """Drop everything (the channel is gone; the broker requeues what was not settled)."""
         count = len(self._fates)
         self._fates.clear()
+        self._decided = 0
         return count

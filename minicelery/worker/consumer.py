@@ -11,7 +11,6 @@ never acked before its fate is decided and never left unacked once it is. Celery
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import logging
@@ -121,6 +120,9 @@ class Consumer:
         self.outbox: list[tuple[str, str, tuple[str, str, bytes]]] = []
         self._seq = itertools.count(1)
         self.accepting = True
+        # Acks wait until half the prefetch window is decided (or the loop goes idle, see the worker):
+        # fewer frames for us and for the broker, and the window never runs dry.
+        self.ack_batch = max(1, prefetch_count // 2) if prefetch_count else 16
 
     # -- deliveries ---------------------------------------------------------------------------------
 
@@ -131,9 +133,8 @@ class Consumer:
         except Exception:  # a message we failed to foresee must not take the worker down
             logger.exception("Unexpected error handling message %r: rejected without requeue",
                              delivery.delivery_tag)
-            if delivery.delivery_tag in self.acks:
-                with contextlib.suppress(KeyError):  # already decided before the error
-                    self.acks.reject(delivery.delivery_tag, requeue=False)
+            if self.acks.is_open(delivery.delivery_tag):  # unless decided before the error
+                self.acks.reject(delivery.delivery_tag, requeue=False)
 
     def _on_message(self, delivery: Any) -> None:
         tag, props = delivery.delivery_tag, delivery.properties
@@ -218,11 +219,17 @@ class Consumer:
     # -- the loop's work ------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Do everything that became possible: pool events, due ETAs, dispatch, acks."""
+        """Do everything that became possible: pool events, due ETAs, dispatch; send results, and acks
+        once ``ack_batch`` of them are decided."""
         self.handle_pool_events(self.pool.events())
         self._release_due()
         self.dispatch()
-        self.flush()
+        self.flush(acks=self.acks.decided() >= self.ack_batch)
+
+    @property
+    def acks_waiting(self) -> bool:
+        """True when decided acks or rejects wait for a :meth:`flush`."""
+        return self.acks.decided() > 0
 
     def next_timeout(self, cap: float) -> float:
         """How long the loop may wait for I/O before the next ETA falls due (at most ``cap``)."""
@@ -302,7 +309,7 @@ class Consumer:
 
     def _settle(self, request: Request, *, requeue: bool | None) -> None:
         """Decide a finished request's message: ack, or reject (requeue or drop)."""
-        if request.generation != self.generation or request.tag not in self.acks:
+        if request.generation != self.generation or not self.acks.is_open(request.tag):
             return  # acked early already, or its channel is gone
         if requeue is None:
             self.acks.ack(request.tag)
@@ -321,8 +328,8 @@ class Consumer:
         """Send a result message to the client's reply queue (kept for later while disconnected)."""
         self.outbox.append((reply_to, correlation_id, reply))
 
-    def flush(self) -> None:
-        """Send queued results, then the acks and rejects decided so far."""
+    def flush(self, acks: bool = True) -> None:
+        """Send queued results, then (if ``acks``) the acks and rejects decided so far."""
         connection = self.connection
         if connection is None:
             return
@@ -333,7 +340,7 @@ class Consumer:
                                       "priority": 0, "headers": {}},
                                exchange="", routing_key=reply_to)
             self.outbox.pop(0)
-        for call in self.acks.flush():
+        for call in self.acks.flush() if acks else ():
             if call.op == "ack":
                 connection.ack(call.tag, multiple=call.multiple)
             else:
@@ -351,7 +358,7 @@ class Consumer:
         """Stop accepting work and send back every message not yet given to a child (shutdown)."""
         self.accepting = False
         for request in list(self.ready) + [item[2] for item in self.held]:
-            if request.generation == self.generation and request.tag in self.acks:
+            if request.generation == self.generation and self.acks.is_open(request.tag):
                 self.acks.reject(request.tag, requeue=True)
         self.ready.clear()
         self.held.clear()

@@ -168,6 +168,10 @@ class Pool:
         events, self._events = self._events, []
         return events
 
+    def has_events(self) -> bool:
+        """True when :meth:`events` has something to return."""
+        return bool(self._events)
+
     def idle_count(self) -> int:
         """Return how many children can take a job now (0 before start and once stopping)."""
         return self._book.idle_count() if self._running and self._book.accepting else 0

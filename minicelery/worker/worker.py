@@ -1,8 +1,9 @@
 """The worker: boot, the main loop, reconnection and shutdown.
 
-Start-up order: finalize the app (importing ``include``/``imports``), print the banner, connect to the
-broker (an unreachable broker is an error before any child is forked), start the pool (children fork
-after the app is imported), install signal handlers, declare queues, set QoS and consume. The main loop
+Start-up order: finalize the app (importing ``include``/``imports``), print the banner, start the pool
+(children fork after the app is imported, and before pika is: they never carry it), connect to the
+broker (unreachable: the children are stopped and the error raised), install signal handlers, declare
+queues, set QoS and consume. The main loop
 is one thread: it waits in :meth:`Pool.poll` on the broker socket and every child at once — woken by a
 delivery, a finished job, a time limit or the next ETA — lets pika dispatch deliveries, and lets the
 :class:`Consumer` do the work.
@@ -26,16 +27,18 @@ import signal
 import socket
 import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..amqp import WorkerConnection
 from ..exceptions import OperationalError
 from ..transport import QueueSpec
 from ..urls import mask_broker_url
 from .consumer import Consumer
 from .job import make_handler
 from .pool import Pool
+
+if TYPE_CHECKING:
+    from ..amqp import WorkerConnection
 
 __all__ = ["Worker", "default_hostname", "expand_hostname"]
 
@@ -119,17 +122,18 @@ class Worker:
         self._import_modules()
         self.app.finalize()
         print(self.banner(), flush=True)
-        self._connect_on_startup()
         handler_factory = functools.partial(
             make_handler, self.app_spec if self.start_method == "spawn" and self.app_spec else self.app,
             self.hostname, self.loglevel)
         self.pool = Pool(self.concurrency, handler_factory, max_tasks_per_child=self.max_tasks_per_child,
                          start_method=self.start_method)
+        # Fork before connecting: pika is not imported yet, so no child carries it (~7 MB each).
         self.pool.start()
-        self.consumer = Consumer(self.app, self.pool, hostname=self.hostname,
-                                 prefetch_count=self.prefetch_count, time_limits=self.time_limits)
-        self._install_signal_handlers()
         try:
+            self._connect_on_startup()
+            self.consumer = Consumer(self.app, self.pool, hostname=self.hostname,
+                                     prefetch_count=self.prefetch_count, time_limits=self.time_limits)
+            self._install_signal_handlers()
             self._consume()
             logger.info("%s ready.", self.hostname)
             self._loop()
@@ -169,6 +173,8 @@ class Worker:
                 time.sleep(delay)
 
     def _connection(self) -> WorkerConnection:
+        from ..amqp import WorkerConnection  # here: the pool forks before pika is loaded
+
         conf = self.app.conf
         return WorkerConnection(conf.broker_read_url or conf.broker_url, heartbeat=self.heartbeat,
                                 connect_timeout=conf.broker_connection_timeout,
@@ -211,16 +217,20 @@ class Worker:
     def _step(self) -> None:
         """Wait for the broker, a child or a deadline; let pika dispatch deliveries; do the work."""
         assert self.connection is not None and self.consumer is not None and self.pool is not None
-        connection = self.connection
-        # Sending (acks, results) runs pika's I/O loop, which may read deliveries it dispatches only in
-        # process_events: then the socket stays quiet, so do not wait for it.
-        timeout = 0.0 if connection.has_buffered_input else self.consumer.next_timeout(LOOP_INTERVAL)
-        socket_ready = self.pool.poll(timeout)
+        connection, consumer = self.connection, self.consumer
+        # Sending (acks, results) may run pika's I/O loop, which may read deliveries it dispatches only
+        # in process_events: then the socket stays quiet, so do not wait for it.
+        timeout = 0.0 if connection.has_buffered_input else consumer.next_timeout(LOOP_INTERVAL)
+        socket_ready = self.pool.poll(0.0 if consumer.acks_waiting else timeout)
+        if consumer.acks_waiting and not socket_ready and not self.pool.has_events():
+            consumer.flush()  # nothing to do at once: settle what is decided before waiting
+            if not connection.has_buffered_input:
+                socket_ready = self.pool.poll(timeout)
         now = time.monotonic()
-        if socket_ready or timeout == 0.0 or now >= self._next_service:  # heartbeats need a regular turn
-            self._next_service = now + LOOP_INTERVAL
+        if socket_ready or connection.has_buffered_input or now >= self._next_service:
+            self._next_service = now + LOOP_INTERVAL  # heartbeats need a regular turn
             connection.process_events(0)
-        self.consumer.tick()
+        consumer.tick()
 
     def _reconnect(self, exc: BaseException) -> None:
         """Rebuild the connection with backoff; running tasks go on and their results wait."""

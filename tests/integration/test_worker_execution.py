@@ -43,6 +43,13 @@ def test_success_and_kwargs(shared_worker, client_app):
     assert shared_worker.find(rf"INFO/MainProcess\] Task wtasks\.add\[{result.id}\] received$")
 
 
+def test_children_are_forked_before_the_broker_library_is_loaded(start_worker, client_app):
+    worker = start_worker(concurrency=1)
+    # In the child: the app and the task module are there, pika (and what it pulls in) never was.
+    assert _send(wtasks.loaded, worker, ("wtasks", "minicelery.app", "pika", "ssl", "asyncio")).get(
+        timeout=TIMEOUT) == ["minicelery.app", "wtasks"]
+
+
 def test_failure_reraises_the_original_exception(shared_worker, client_app):
     result = _send(wtasks.fail, shared_worker, ("oops",))
     with pytest.raises(ValueError, match="^oops$") as info:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 from minicelery import Celery
@@ -75,6 +76,12 @@ def sleepy(seconds):
 @app.task
 def getpid():
     return os.getpid()
+
+
+@app.task
+def loaded(*modules):
+    """Which of ``modules`` this process has imported."""
+    return sorted(name for name in modules if name in sys.modules)
 
 
 @app.task
