@@ -95,15 +95,32 @@ class Codec:
 
     def decode_table(self, encoded: bytes, offset: int) -> tuple[dict[Any, Any], int]:
         """Decode a table at ``offset`` (a 32-bit size, then short-string keys and values); return it and
-        the offset after it."""
+        the offset after it. Strings and None, most of Celery's headers, are decoded inline."""
         end = offset + 4 + _UINT_AT(encoded, offset)[0]
         offset += 4
-        table = {}
-        decode_value = self.decode_value
+        table: dict[Any, Any] = {}
         while offset < end:
             start = offset + 1
             offset = start + encoded[offset]
-            table[_text(encoded[start:offset])], offset = decode_value(encoded, offset)
+            key: Any = encoded[start:offset]
+            try:
+                key = key.decode()
+            except UnicodeDecodeError:
+                pass  # kept as bytes, as pika does
+            kind = encoded[offset]
+            if kind == _S:
+                start = offset + 5
+                offset = start + _UINT_AT(encoded, offset + 1)[0]
+                raw = encoded[start:offset]
+                try:
+                    table[key] = raw.decode()
+                except UnicodeDecodeError:
+                    table[key] = raw
+            elif kind == _V:
+                table[key] = None
+                offset += 1
+            else:
+                table[key], offset = self.decode_value(encoded, offset)
         return table, offset
 
     def decode_value(self, encoded: bytes, offset: int) -> tuple[Any, int]:

@@ -226,11 +226,17 @@ class Worker:
             consumer.flush()  # nothing to do at once: settle what is decided before waiting
             if not connection.has_buffered_input:
                 socket_ready = self.pool.poll(timeout)
+        pending = True  # whether something happened since the last tick (or a due ETA may wait)
+        if self.pool.has_events():
+            consumer.tick()  # children first: one of them may be idle, waiting for its next job
+            pending = False
         now = time.monotonic()
         if socket_ready or connection.has_buffered_input or now >= self._next_service:
             self._next_service = now + LOOP_INTERVAL  # heartbeats need a regular turn
             connection.process_events(0)
-        consumer.tick()
+            pending = True
+        if pending:
+            consumer.tick()
 
     def _reconnect(self, exc: BaseException) -> None:
         """Rebuild the connection with backoff; running tasks go on and their results wait."""
