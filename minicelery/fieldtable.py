@@ -25,6 +25,7 @@ _UINT_AT = struct.Struct(">I").unpack_from
 _INT_AT = struct.Struct(">i").unpack_from
 _DECODE = {ord("d"): struct.Struct(">d"), ord("f"): struct.Struct(">f"), ord("l"): struct.Struct(">q")}
 _S, _V, _T, _I, _A, _F = b"SVtIAF"  # the kinds Celery's headers use, as byte values
+_NAMES_KEPT = 512  # encoded header names remembered (a bound, for apps that invent names per message)
 
 
 def _text(raw: bytes) -> str | bytes:
@@ -38,14 +39,17 @@ def _text(raw: bytes) -> str | bytes:
 class Codec:
     """Field-table encoder and value decoder, falling back to ``encode_value``/``decode_value`` given.
 
-    Use ``encode_value``, ``encode_table``, ``decode_value`` and ``decode_table`` in place of pika's
-    functions of the same names (their signatures are pika's).
+    Use ``encode_value``, ``encode_table``, ``encode_short_string``, ``decode_value`` and ``decode_table``
+    in place of pika's functions of the same names (their signatures are pika's).
     """
 
     def __init__(self, encode_fallback: Callable[[list[bytes], Any], int],
-                 decode_fallback: Callable[[bytes, int], tuple[Any, int]]) -> None:
+                 decode_fallback: Callable[[bytes, int], tuple[Any, int]],
+                 short_string_fallback: Callable[[list[bytes], Any], int] | None = None) -> None:
         self._encode_fallback = encode_fallback
         self._decode_fallback = decode_fallback
+        self._short_string_fallback = short_string_fallback
+        self._names: dict[str, bytes] = {}
 
     def encode_value(self, pieces: list[bytes], value: Any) -> int:
         """Append one encoded value to ``pieces``; return its size in bytes."""
@@ -79,19 +83,50 @@ class Codec:
             return 1 + self.encode_table(pieces, value)
         return self._encode_fallback(pieces, value)  # bytes, Decimal, datetime, subclasses
 
+    def encode_short_string(self, pieces: list[bytes], value: Any) -> int:
+        """Append a short string (a length byte, then UTF-8; basic properties, exchange and queue names);
+        return its size. Bytes, and strings over 255 bytes (an error), go to the fallback."""
+        if type(value) is str:
+            data = value.encode()
+            if len(data) <= 255:
+                pieces.append(bytes((len(data),)) + data)
+                return 1 + len(data)
+        if self._short_string_fallback is None:
+            raise ValueError(f"not a short string (str of at most 255 UTF-8 bytes): {value!r:.60}")
+        return self._short_string_fallback(pieces, value)
+
     def encode_table(self, pieces: list[bytes], table: dict[str, Any] | None) -> int:
         """Append an encoded table (a 32-bit size, then short-string keys and values); return its size."""
         start = len(pieces)
         pieces.append(b"")  # the size, filled in below
         size = 0
+        names = self._names
         for key, value in (table or {}).items():
-            name = key.encode()
-            if len(name) > 255:
-                raise ValueError(f"AMQP header names are at most 255 bytes: {key[:40]!r}...")
-            pieces += (bytes((len(name),)), name)
-            size += 1 + len(name) + self.encode_value(pieces, value)
+            name = names.get(key)
+            if name is None:
+                name = self._name(key)
+            if type(value) is str:  # strings and None, most of Celery's headers, inline
+                data = value.encode()
+                pieces += (name, _KIND_LENGTH(b"S", len(data)), data)
+                size += len(name) + 5 + len(data)
+            elif value is None:
+                pieces += (name, b"V")
+                size += len(name) + 1
+            else:
+                pieces.append(name)
+                size += len(name) + self.encode_value(pieces, value)
         pieces[start] = _UINT(size)
         return size + 4
+
+    def _name(self, key: str) -> bytes:
+        """A key as a short string (length byte, then UTF-8), remembered: messages repeat their keys."""
+        name = key.encode()
+        if len(name) > 255:
+            raise ValueError(f"AMQP header names are at most 255 bytes: {key[:40]!r}...")
+        encoded = bytes((len(name),)) + name
+        if len(self._names) < _NAMES_KEPT:
+            self._names[key] = encoded
+        return encoded
 
     def decode_table(self, encoded: bytes, offset: int) -> tuple[dict[Any, Any], int]:
         """Decode a table at ``offset`` (a 32-bit size, then short-string keys and values); return it and

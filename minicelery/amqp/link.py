@@ -17,11 +17,14 @@ from typing import Any
 import pika
 import pika.exceptions as pika_errors
 from pika.frame import Body, Header, Method
+from pika.spec import Basic
 
 from .. import fieldtable
 from ..exceptions import EncodeError, MessagingError, OperationalError
 from ..transport import QueueSpec
 from ..urls import mask_broker_url, parse_broker_url
+
+Publish, Ack, Reject = Basic.Publish, Basic.Ack, Basic.Reject
 
 __all__: list[str] = []  # internal to the amqp package: see its __init__
 
@@ -32,16 +35,17 @@ _INHERITED: list[Any] = []  # connections inherited through fork(): kept, never 
 #: How often a link lets pika's I/O loop do a send, so that it reads what the broker sent (heartbeats,
 #: a closed channel) even when every send could go straight to the socket; in seconds.
 _IO_TURN = 0.25
+_ROUTES_KEPT = 256  # marshaled basic.publish frames remembered per link, one per (exchange, routing key)
 _DELIVERY_PROPERTIES = ("content_type", "content_encoding", "headers", "correlation_id", "reply_to",
                         "priority", "expiration", "delivery_mode")
 
 
 # pika cannot send a float header and truncates one it receives (Celery's ``timelimit`` may hold floats),
 # and its encoder is slow for 19 headers a message: our codec takes over, pika's stays the fallback.
-_CODEC = fieldtable.Codec(pika.data.encode_value, pika.data.decode_value)
+_CODEC = fieldtable.Codec(pika.data.encode_value, pika.data.decode_value, pika.data.encode_short_string)
 pika.data.encode_value, pika.data.encode_table = _CODEC.encode_value, _CODEC.encode_table
 pika.data.decode_value, pika.data.decode_table = _CODEC.decode_value, _CODEC.decode_table
-# (all four are looked up in pika.data on each call)
+pika.data.encode_short_string = _CODEC.encode_short_string  # all five are looked up on each call
 
 
 def _reason(exc: BaseException) -> str:
@@ -94,6 +98,8 @@ class _Link:
         self.loop_ran = False  # pika's I/O loop ran for a send: it may have read deliveries meanwhile
         self._next_turn = 0.0
         self._body_max = self.connection._impl._body_max_length  # noqa: SLF001 - the negotiated frame size
+        self._number = self.channel.channel_number
+        self._publish_methods: dict[tuple[str, str], bytes] = {}
 
     def publish(self, body: bytes, properties: dict[str, Any], exchange: str, routing_key: str,
                 declare: Iterable[QueueSpec]) -> None:
@@ -104,34 +110,38 @@ class _Link:
                 self.declared.add(spec)
         props = pika.BasicProperties(**properties)
         if self.direct_publish and 0 < len(body) <= self._body_max:
-            number = self.channel.channel_number
-            frames = (Method(number, pika.spec.Basic.Publish(exchange=exchange, routing_key=routing_key)),
-                      Header(number, len(body), props), Body(number, body))
-            if self._send_frames(frames):
+            number = self._number
+            method = self._publish_methods.get((exchange, routing_key))
+            if method is None:  # the same few routes again and again: marshaled once each
+                method = Method(number, Publish(exchange=exchange, routing_key=routing_key)).marshal()
+                if len(self._publish_methods) < _ROUTES_KEPT:
+                    self._publish_methods[exchange, routing_key] = method
+            frames = (method, Header(number, len(body), props).marshal(), Body(number, body).marshal())
+            if self._send(b"".join(frames), 3):
                 return
         self.loop_ran = True
         self.channel.basic_publish(exchange, routing_key, body, props, mandatory=self.mandatory)
 
     def ack(self, delivery_tag: int, multiple: bool) -> None:
-        method = pika.spec.Basic.Ack(delivery_tag=delivery_tag, multiple=multiple)
-        if not self._send_frames((Method(self.channel.channel_number, method),)):
+        method = Method(self._number, Ack(delivery_tag=delivery_tag, multiple=multiple))
+        if not self._send(method.marshal(), 1):
             self.loop_ran = True
             self.channel.basic_ack(delivery_tag=delivery_tag, multiple=multiple)
 
     def reject(self, delivery_tag: int, requeue: bool) -> None:
-        method = pika.spec.Basic.Reject(delivery_tag=delivery_tag, requeue=requeue)
-        if not self._send_frames((Method(self.channel.channel_number, method),)):
+        method = Method(self._number, Reject(delivery_tag=delivery_tag, requeue=requeue))
+        if not self._send(method.marshal(), 1):
             self.loop_ran = True
             self.channel.basic_reject(delivery_tag=delivery_tag, requeue=requeue)
 
-    def _send_frames(self, frames: tuple[Any, ...]) -> bool:
-        """Send frames with one ``send()`` straight to the socket; False: pika's own path must send them.
+    def _send(self, data: bytes, frames: int) -> bool:
+        """Send marshaled frames with one ``send()`` straight to the socket; False: pika's own path must.
 
         pika's path queues each frame, turns a writability watcher on, polls, sends each frame with its
         own ``send()`` and turns the watcher off: five system calls more per message, most of a publish's
-        cost. It stays the path when pika has output queued (order matters), when the body does not fit
-        one frame or the channel is not open, and once every ``_IO_TURN`` seconds (see there).
-        Called for the link's own thread only, as all of pika.
+        cost. It stays the path when pika has output queued (order matters) or the channel is not open,
+        and once every ``_IO_TURN`` seconds (see there). Called from the link's own thread only, as all of
+        pika.
         """
         impl = self.connection._impl  # noqa: SLF001 - pika has no public way to this
         transport = impl._transport  # noqa: SLF001
@@ -141,13 +151,12 @@ class _Link:
             return False
         if not self.channel.is_open:
             return False
-        data = b"".join(frame.marshal() for frame in frames)
         try:
             sent = transport._sock.send(data)  # noqa: SLF001 - non-blocking, as pika keeps it
         except OSError:
             return False  # nothing went out: pika's path retries, or meets the error and reports it
         impl.bytes_sent += len(data)  # pika's counters, which its heartbeat checker reads
-        impl.frames_sent += len(frames)
+        impl.frames_sent += frames
         if sent < len(data):  # the socket buffer is full: pika sends the rest, waiting as it does
             transport.write(data[sent:])
             self.loop_ran = True

@@ -7,6 +7,7 @@ import importlib.util
 import math
 
 import pika.data
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ assert _spec is not None and _spec.loader is not None
 pristine = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pristine)
 
-codec = Codec(pristine.encode_value, pristine.decode_value)
+codec = Codec(pristine.encode_value, pristine.decode_value, pristine.encode_short_string)
 
 names = st.text(max_size=12).filter(lambda name: len(name.encode()) <= 255)
 int64 = st.integers(-(2**63), 2**63 - 1)
@@ -78,6 +79,7 @@ def test_strings_that_are_not_utf8_stay_bytes_as_in_pika(raw):
 
 def test_the_codec_is_what_pika_uses_after_import():
     installed = link._CODEC  # noqa: SLF001
+    assert pika.data.encode_short_string == installed.encode_short_string
     assert (pika.data.encode_table, pika.data.encode_value) == (installed.encode_table, installed.encode_value)
     assert (pika.data.decode_table, pika.data.decode_value) == (installed.decode_table, installed.decode_value)
 
@@ -88,3 +90,26 @@ def _is_utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+@given(st.text(min_size=1, max_size=4), st.integers(256, 300))
+def test_a_header_name_longer_than_255_bytes_is_refused_every_time(stem, size):
+    fresh = Codec(pristine.encode_value, pristine.decode_value)
+    name = (stem * size)[:size].ljust(size, "x")
+    for _ in range(2):  # refused again: a bad name is never remembered
+        with pytest.raises(ValueError, match="at most 255 bytes"):
+            encode({name: 1}, fresh)
+
+
+@given(st.text(max_size=300) | st.binary(max_size=300))
+def test_short_strings_are_pikas_bytes_and_pikas_errors(value):
+    ours: list[bytes] = []
+    theirs: list[bytes] = []
+    try:
+        expected = pristine.encode_short_string(theirs, value)
+    except Exception as exc:  # noqa: BLE001 - whatever pika raises, we raise too
+        with pytest.raises(type(exc)):
+            codec.encode_short_string(ours, value)
+        return
+    assert codec.encode_short_string(ours, value) == expected
+    assert b"".join(ours) == b"".join(theirs)
