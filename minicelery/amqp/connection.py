@@ -90,6 +90,12 @@ class WorkerConnection(_Client):
         with self._using(runs_loop=False) as link:
             link.publish(body, properties, exchange, routing_key, ())
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Send the acks, rejects and publishes made inside with one ``send()`` when the block ends."""
+        with self._using(runs_loop=False) as link, link.batch():
+            yield
+
     def process_events(self, time_limit: float | None) -> None:
         """Run I/O and callbacks for up to ``time_limit`` s (None: until something happens).
 

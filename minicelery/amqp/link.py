@@ -11,7 +11,7 @@ import contextlib
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import pika
@@ -100,6 +100,8 @@ class _Link:
         self._body_max = self.connection._impl._body_max_length  # noqa: SLF001 - the negotiated frame size
         self._number = self.channel.channel_number
         self._publish_methods: dict[tuple[str, str], bytes] = {}
+        self._batch: list[bytes] | None = None  # frames gathered by batch(), and how many
+        self._batch_frames = 0
 
     def publish(self, body: bytes, properties: dict[str, Any], exchange: str, routing_key: str,
                 declare: Iterable[QueueSpec]) -> None:
@@ -134,34 +136,69 @@ class _Link:
             self.loop_ran = True
             self.channel.basic_reject(delivery_tag=delivery_tag, requeue=requeue)
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Gather what is sent inside into one ``send()``: a loop turn's results and acks leave together."""
+        self._batch, self._batch_frames = [], 0
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(*_PIKA, OSError):  # best effort: the caller sends its results again
+                self._flush_batch()
+            raise
+        else:
+            self._flush_batch()
+        finally:
+            self._batch = None
+
     def _send(self, data: bytes, frames: int) -> bool:
-        """Send marshaled frames with one ``send()`` straight to the socket; False: pika's own path must.
+        """Send marshaled frames straight to the socket (or into the open batch); False: pika's own path
+        must send them.
 
         pika's path queues each frame, turns a writability watcher on, polls, sends each frame with its
         own ``send()`` and turns the watcher off: five system calls more per message, most of a publish's
         cost. It stays the path when pika has output queued (order matters) or the channel is not open,
-        and once every ``_IO_TURN`` seconds (see there). Called from the link's own thread only, as all of
-        pika.
+        and once every ``_IO_TURN`` seconds (see there); a batch is written first then. Called from the
+        link's own thread only, as all of pika.
         """
-        impl = self.connection._impl  # noqa: SLF001 - pika has no public way to this
-        transport = impl._transport  # noqa: SLF001
+        transport = self.connection._impl._transport  # noqa: SLF001 - pika has no public way to this
         now = time.monotonic()
-        if now >= self._next_turn or transport is None or transport.get_write_buffer_size():
-            self._next_turn = now + _IO_TURN
+        turn = now >= self._next_turn
+        if turn or transport is None or transport.get_write_buffer_size() or not self.channel.is_open:
+            if turn:
+                self._next_turn = now + _IO_TURN
+            self._flush_batch()
             return False
-        if not self.channel.is_open:
-            return False
-        try:
-            sent = transport._sock.send(data)  # noqa: SLF001 - non-blocking, as pika keeps it
-        except OSError:
-            return False  # nothing went out: pika's path retries, or meets the error and reports it
+        if self._batch is None:
+            self._write(data, frames)
+        else:
+            self._batch.append(data)
+            self._batch_frames += frames
+        return True
+
+    def _flush_batch(self) -> None:
+        if self._batch:
+            data, frames = b"".join(self._batch), self._batch_frames
+            self._batch, self._batch_frames = [], 0
+            self._write(data, frames)
+
+    def _write(self, data: bytes, frames: int) -> None:
+        """Write frames with one ``send()``; what does not fit goes through pika, which waits for the
+        socket (and raises, as on any of its calls, if the connection is gone)."""
+        impl = self.connection._impl  # noqa: SLF001
+        transport = impl._transport  # noqa: SLF001
+        sent = 0
+        if transport is not None and not transport.get_write_buffer_size():
+            with contextlib.suppress(OSError):  # nothing went out: pika meets the error and reports it
+                sent = transport._sock.send(data)  # noqa: SLF001 - non-blocking, as pika keeps it
         impl.bytes_sent += len(data)  # pika's counters, which its heartbeat checker reads
         impl.frames_sent += frames
-        if sent < len(data):  # the socket buffer is full: pika sends the rest, waiting as it does
+        if sent < len(data):
+            if transport is None:
+                raise pika_errors.StreamLostError("Connection lost before frames could be sent")
             transport.write(data[sent:])
             self.loop_ran = True
             self.connection._flush_output()  # noqa: SLF001
-        return True
 
     def close(self) -> None:  # politely if still open; a failed connection has nothing left to close
         with contextlib.suppress(*_PIKA):

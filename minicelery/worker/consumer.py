@@ -224,7 +224,8 @@ class Consumer:
         self.handle_pool_events(self.pool.events())
         self._release_due()
         self.dispatch()
-        self.flush(acks=self.acks.decided() >= self.ack_batch)
+        # Acks go with results (one write either way), else once a batch of them is decided.
+        self.flush(acks=bool(self.outbox) or self.acks.decided() >= self.ack_batch)
 
     @property
     def acks_waiting(self) -> bool:
@@ -329,22 +330,23 @@ class Consumer:
         self.outbox.append((reply_to, correlation_id, reply))
 
     def flush(self, acks: bool = True) -> None:
-        """Send queued results, then (if ``acks``) the acks and rejects decided so far."""
+        """Send queued results, then (if ``acks``) the acks and rejects decided so far, in one write.
+        Results stay queued until that write is done, so a lost connection loses none."""
         connection = self.connection
-        if connection is None:
+        if connection is None or not (self.outbox or (acks and self.acks.decided())):
             return
-        while self.outbox:
-            reply_to, correlation_id, (content_type, encoding, body) = self.outbox[0]
-            connection.publish(body, {"content_type": content_type, "content_encoding": encoding,
-                                      "correlation_id": correlation_id, "delivery_mode": 1,
-                                      "priority": 0, "headers": {}},
-                               exchange="", routing_key=reply_to)
-            self.outbox.pop(0)
-        for call in self.acks.flush() if acks else ():
-            if call.op == "ack":
-                connection.ack(call.tag, multiple=call.multiple)
-            else:
-                connection.reject(call.tag, requeue=call.requeue)
+        with connection.batch():
+            for reply_to, correlation_id, (content_type, encoding, body) in self.outbox:
+                connection.publish(body, {"content_type": content_type, "content_encoding": encoding,
+                                          "correlation_id": correlation_id, "delivery_mode": 1,
+                                          "priority": 0, "headers": {}},
+                                   exchange="", routing_key=reply_to)
+            for call in self.acks.flush() if acks else ():
+                if call.op == "ack":
+                    connection.ack(call.tag, multiple=call.multiple)
+                else:
+                    connection.reject(call.tag, requeue=call.requeue)
+        self.outbox.clear()
 
     def connection_lost(self) -> int:
         """Forget every delivery of the lost channel (the broker redelivers them); return how many."""

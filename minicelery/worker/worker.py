@@ -47,6 +47,9 @@ logger = logging.getLogger("minicelery.worker")
 #: How long the loop may block on the broker before it looks at its flags again (shutdown latency).
 LOOP_INTERVAL = 0.25
 
+#: How long decided acks may wait for company (a result, more acks) before they are sent alone.
+ACK_DELAY = 0.002
+
 ARTLINES = [
     " --------------", "--- ***** -----", "-- ******* ----", "- *** --- * ---", "- ** ----------",
     "- ** ----------", "- ** ----------", "- ** ----------", "- *** --- * ---", "-- ******* ----",
@@ -221,9 +224,10 @@ class Worker:
         # Sending (acks, results) may run pika's I/O loop, which may read deliveries it dispatches only
         # in process_events: then the socket stays quiet, so do not wait for it.
         timeout = 0.0 if connection.has_buffered_input else consumer.next_timeout(LOOP_INTERVAL)
-        socket_ready = self.pool.poll(0.0 if consumer.acks_waiting else timeout)
-        if consumer.acks_waiting and not socket_ready and not self.pool.has_events():
-            consumer.flush()  # nothing to do at once: settle what is decided before waiting
+        acks_waiting = consumer.acks_waiting
+        socket_ready = self.pool.poll(min(timeout, ACK_DELAY) if acks_waiting else timeout)
+        if acks_waiting and not socket_ready and not self.pool.has_events():
+            consumer.flush()  # nothing came for a moment: settle what is decided, then wait
             if not connection.has_buffered_input:
                 socket_ready = self.pool.poll(timeout)
         pending = True  # whether something happened since the last tick (or a due ETA may wait)

@@ -287,6 +287,34 @@ def test_fileno_turns_readable_when_a_delivery_arrives(broker_url, unique_queue,
         worker.fileno()
 
 
+def test_a_batch_sends_its_publishes_and_acks_in_order_when_it_ends(broker_url, unique_queue, pika_channel):
+    queue, results = unique_queue(), unique_queue()
+    pika_channel.queue_declare(results, durable=True)
+    worker = WorkerConnection(broker_url)
+    worker.connect()
+    received: list[Delivery] = []
+    try:
+        worker.declare(QueueSpec(queue))
+        worker.consume(queue, received.append)
+        pika_channel.basic_publish("", queue, b"task", pika.BasicProperties(content_type="application/json"))
+        _process_until(worker, lambda: received)
+        with worker.batch():
+            for n in range(3):
+                worker.publish(f"result {n}".encode(), {"correlation_id": str(n)}, routing_key=results)
+            worker.ack(received[0].delivery_tag)
+        bodies = []
+        deadline = time.monotonic() + 10
+        while len(bodies) < 3 and time.monotonic() < deadline:
+            method, _props, body = pika_channel.basic_get(results, auto_ack=True)
+            if method is not None:
+                bodies.append(body)
+        assert bodies == [b"result 0", b"result 1", b"result 2"]
+        worker.cancel_all()
+    finally:
+        worker.close()  # an unacked task would go back to its queue now
+    assert pika_channel.queue_declare(queue, passive=True).method.message_count == 0
+
+
 def test_heartbeat_is_passed_through():
     assert WorkerConnection(heartbeat=None)._params.heartbeat == 0  # --without-heartbeat
     assert WorkerConnection(heartbeat=0)._params.heartbeat == 0

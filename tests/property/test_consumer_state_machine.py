@@ -10,7 +10,9 @@ never an ack before the fate is decided, never a message settled twice, never on
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Callable
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -32,11 +34,22 @@ class FakeConnection:
         self.settled: dict[int, str] = {}
         self.published = 0
         self.prefetch = None
+        self.batched: list[Callable[[], None]] | None = None
+
+    @contextlib.contextmanager
+    def batch(self):  # the broker sees a batch's calls when it ends, in order
+        self.batched = []
+        yield
+        calls, self.batched = self.batched, None
+        for call in calls:
+            call()
 
     def deliver(self, tag: int) -> None:
         self.unacked.add(tag)
 
     def ack(self, tag: int, multiple: bool = False) -> None:
+        if self.batched is not None:
+            return self.batched.append(lambda: self.ack(tag, multiple))
         covered = {t for t in self.unacked if t <= tag} if multiple else {tag}
         assert tag in self.unacked, f"ack of unknown delivery tag {tag}"
         for t in covered:
@@ -44,12 +57,17 @@ class FakeConnection:
             self.settled[t] = "ack"
 
     def reject(self, tag: int, requeue: bool) -> None:
+        if self.batched is not None:
+            return self.batched.append(lambda: self.reject(tag, requeue))
         assert tag in self.unacked, f"reject of unknown delivery tag {tag}"
         self.unacked.discard(tag)
         self.settled[tag] = "requeue" if requeue else "drop"
 
     def publish(self, body, properties, *, exchange="", routing_key):
+        if self.batched is not None:
+            return self.batched.append(lambda: self.publish(body, properties, routing_key=routing_key))
         self.published += 1
+        return None
 
     def qos(self, count: int) -> None:
         self.prefetch = count
