@@ -76,6 +76,7 @@ class Request:
     job: Job
     acks_late: bool
     reject_on_worker_lost: bool
+    payload: pool_events.Pickled  # the job, pickled on arrival: a free child need not wait for it
 
     @property
     def label(self) -> str:
@@ -182,7 +183,8 @@ class Consumer:
                   props.get("content_encoding"), fields, send_result)
         return Request(delivery.delivery_tag, self.generation, headers, task, job,
                        acks_late=bool(task.acks_late),
-                       reject_on_worker_lost=bool(task.reject_on_worker_lost))
+                       reject_on_worker_lost=bool(task.reject_on_worker_lost),
+                       payload=pool_events.Pickled.of(job))
 
     def _refuse(self, delivery: Any, headers: protocol.TaskHeaders | None, exc: BaseException,
                 template: str, *args: Any) -> None:
@@ -258,7 +260,7 @@ class Consumer:
             job_id = next(self._seq)
             hard, soft = _limits(request, self.time_limits)
             track = bool(request.task.track_started and request.job.send_result)
-            self.pool.submit(job_id, request.job, soft_time_limit=soft, time_limit=hard,
+            self.pool.submit(job_id, request.payload, soft_time_limit=soft, time_limit=hard,
                              report_start=track or hard is not None or soft is not None)
             self.running[job_id] = request
             if not request.acks_late:

@@ -41,7 +41,7 @@ from minicelery.worker.bookkeeping import (
 )
 from minicelery.worker.child import HandlerError, child_main, load_result, startup_signals_blocked
 
-__all__ = ["ChildExited", "HandlerError", "JobDone", "JobLost", "JobStarted", "Pool", "PoolEvent",
+__all__ = ["ChildExited", "HandlerError", "JobDone", "JobLost", "JobStarted", "Pickled", "Pool", "PoolEvent",
            "SoftLimitExceeded"]
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,21 @@ EXIT_GRACE = 5.0
 
 #: Selector keys' data: what a ready file descriptor means.
 _MESSAGE, _EXIT, _WATCHED = "message", "exit", "watched"
+
+
+@dataclass(frozen=True)
+class Pickled:
+    """A payload pickled ahead of time, which :meth:`Pool.submit` sends as it is.
+
+    The worker pickles a job when its message arrives, while the children are busy, rather than when a
+    child becomes free and waits for it."""
+
+    blob: bytes
+
+    @classmethod
+    def of(cls, payload: Any) -> Pickled:
+        """Pickle ``payload`` (raising whatever ``pickle`` raises for a value it cannot pickle)."""
+        return cls(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 @dataclass
@@ -105,6 +120,7 @@ class Pool:
                time_limit: float | None = None, report_start: bool | None = None) -> int:
         """Send a job to the child idle longest and return its pid; time limits count from the job's start.
         The child reports ``JobStarted`` only if ``report_start`` (default: when a time limit applies).
+        ``payload`` may be :class:`Pickled` already.
 
         Raises:
             RuntimeError: the pool is not running, or no child is idle (check :meth:`idle_count` first).
@@ -113,7 +129,7 @@ class Pool:
         if not self._running:
             raise RuntimeError("the pool is not running")
         # Pickle before touching any state, so an unpicklable payload leaves the pool unchanged.
-        blob = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = payload.blob if type(payload) is Pickled else Pickled.of(payload).blob
         pid, number = self._book.assign(job_id, soft_time_limit, time_limit)
         timed = soft_time_limit is not None or time_limit is not None
         try:
