@@ -3,9 +3,12 @@ and thread."""
 
 from __future__ import annotations
 
+import atexit
 import collections
 import os
+import threading
 import time
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,13 +25,34 @@ class _ThreadState:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
+        self.thread = threading.current_thread()
         self.link: _Link | None = None
         self.reply_queues: dict[str, tuple[int | None, collections.deque[Reply]]] = {}  # x-expires, buffer
+        _STATES.add(self)
 
     def drop(self) -> None:
         link, self.link = self.link, None
         if link is not None:
             link.close()
+
+
+#: Every thread's state, so that connections still open at exit can be closed (weak: a thread's state
+#: goes with the thread).
+_STATES: weakref.WeakSet[_ThreadState] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close this process's connections politely at interpreter exit.
+
+    A script that publishes and exits would otherwise drop its TCP connection, and RabbitMQ discards the
+    messages of a vanished connection that it has received but not yet routed; ``connection.close``
+    waits until the broker has handled everything sent before it. Connections of threads still running
+    (daemon threads) are left alone: pika must not be used from two threads at once."""
+    main = threading.main_thread()
+    for state in list(_STATES):
+        if state.pid == os.getpid() and (state.thread is main or not state.thread.is_alive()):
+            state.drop()
 
 
 class Broker(_Client):

@@ -102,17 +102,31 @@ def child_main(channel: Channel, handler_factory: Callable[[], Callable[[Any], A
     _reset_signals()
     handler = handler_factory()
     done = 0
-    while max_tasks is None or done < max_tasks:
-        job = _next_job(channel, parent)
-        if job is None:
-            return
-        number, blob, report_start = job
-        if report_start:
-            channel.send(("started", number, time.time(), time.monotonic()))
-        began = time.monotonic()
-        result = _call_handler(handler, blob)
-        _send_result(channel, number, result, time.monotonic() - began)
-        done += 1
+    try:
+        while max_tasks is None or done < max_tasks:
+            job = _next_job(channel, parent)
+            if job is None:
+                return
+            number, blob, report_start = job
+            if report_start:
+                channel.send(("started", number, time.time(), time.monotonic()))
+            began = time.monotonic()
+            result = _call_handler(handler, blob)
+            _send_result(channel, number, result, time.monotonic() - began)
+            done += 1
+    finally:
+        _close(handler)
+
+
+def _close(handler: Any) -> None:
+    """Call the handler's ``close()``, if it has one, before the child exits: multiprocessing ends a child
+    with ``os._exit``, so nothing else would close what the handler opened (a connection a retry used)."""
+    close = getattr(handler, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - the child is exiting; its exit must not fail
+            pass
 
 
 def _reset_signals() -> None:

@@ -100,6 +100,10 @@ class JobHandler:
         self._log(task, job, outcome)
         return JobResult(outcome.state, reply, requeue=outcome.requeue)
 
+    def close(self) -> None:
+        """Close the broker connection this child opened, if any (a retry publishes through it)."""
+        self.app.close()
+
     def _failed(self, job: Job, exc: BaseException) -> JobResult:
         reply = None
         if job.send_result:

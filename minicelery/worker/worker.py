@@ -3,10 +3,9 @@
 Start-up order: finalize the app (importing ``include``/``imports``), print the banner, start the pool
 (children fork after the app is imported, and before pika is: they never carry it), connect to the
 broker (unreachable: the children are stopped and the error raised), install signal handlers, declare
-queues, set QoS and consume. The main loop
-is one thread: it waits in :meth:`Pool.poll` on the broker socket and every child at once — woken by a
-delivery, a finished job, a time limit or the next ETA — lets pika dispatch deliveries, and lets the
-:class:`Consumer` do the work.
+queues, set QoS and consume. The main loop is one thread: it waits in :meth:`Pool.poll` on the broker
+socket and every child at once — woken by a delivery, a finished job, a time limit or the next ETA —
+lets pika dispatch deliveries, and lets the :class:`Consumer` do the work.
 
 Shutdown: SIGTERM or a first SIGINT is *warm* (stop consuming, send waiting messages back, let running
 tasks finish, settle them, exit 0); SIGQUIT or a second SIGINT is *cold* (children are terminated; a

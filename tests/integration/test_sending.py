@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -88,3 +90,34 @@ def test_get_without_a_result_backend_says_so(app, unique_queue):
     result = app.send_task("t", (1,), queue=unique_queue("nobackend"))
     with pytest.raises(NotImplementedError, match="No result backend is configured"):
         result.get(timeout=1)
+
+
+EXIT_SCRIPT = """
+import atexit, sys
+seen = {}
+# Registered before minicelery's own exit hook, so it runs after it (atexit is last in, first out).
+atexit.register(lambda: print("closed at exit:", seen["connection"].is_closed, flush=True))
+from minicelery import Celery
+app = Celery("exiting", broker=sys.argv[1], set_as_current=False)
+app.conf.task_default_queue = sys.argv[2]
+noop = app.task(name="exiting.noop", shared=False)(lambda: None)
+for _ in range(int(sys.argv[3])):
+    noop.delay()
+seen["connection"] = app.broker._state().link.connection
+print("sent", flush=True)
+"""
+
+
+def test_a_script_that_publishes_and_exits_closes_its_connection_and_loses_nothing(
+        broker_url, unique_queue, pika_channel):
+    # Without a polite close RabbitMQ may drop messages it received but had not yet routed.
+    queue, count = unique_queue(), 3000
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, broker_url, queue, str(count)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["sent", "closed at exit: True"]
+    deadline = time.monotonic() + 20  # the broker routes into the queue asynchronously
+    while (depth := pika_channel.queue_declare(queue, durable=True, passive=True).method.message_count) \
+            < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert depth == count
