@@ -6,6 +6,7 @@ view, not our own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -14,6 +15,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -261,14 +263,24 @@ def test_worker_connection_consumes_acks_and_rejects(broker_url, unique_queue, p
     assert not worker.is_open
 
 
-def test_fileno_turns_readable_when_a_delivery_arrives(broker_url, unique_queue, pika_channel):
-    queue = unique_queue()
+@contextlib.contextmanager
+def _consuming(broker_url: str, queue: str) -> Iterator[tuple[WorkerConnection, list[Delivery]]]:
+    """A WorkerConnection consuming ``queue`` into a list, closed at the end."""
     worker = WorkerConnection(broker_url)
     worker.connect()
     received: list[Delivery] = []
     try:
         worker.declare(QueueSpec(queue))
         worker.consume(queue, received.append)
+        yield worker, received
+        worker.cancel_all()
+    finally:
+        worker.close()
+
+
+def test_fileno_turns_readable_when_a_delivery_arrives(broker_url, unique_queue, pika_channel):
+    queue = unique_queue()
+    with _consuming(broker_url, queue) as (worker, received):
         assert worker.has_buffered_input  # consuming ran pika's I/O loop: the socket may not tell
         worker.process_events(0)
         assert not worker.has_buffered_input
@@ -280,9 +292,6 @@ def test_fileno_turns_readable_when_a_delivery_arrives(broker_url, unique_queue,
             assert remaining > 0 and select.select([worker.fileno()], [], [], remaining)[0]
             worker.process_events(0)
         assert received[0].body == b"[]"
-        worker.cancel_all()
-    finally:
-        worker.close()
     with pytest.raises(OperationalError, match="call connect"):
         worker.fileno()
 
@@ -290,12 +299,7 @@ def test_fileno_turns_readable_when_a_delivery_arrives(broker_url, unique_queue,
 def test_a_batch_sends_its_publishes_and_acks_in_order_when_it_ends(broker_url, unique_queue, pika_channel):
     queue, results = unique_queue(), unique_queue()
     pika_channel.queue_declare(results, durable=True)
-    worker = WorkerConnection(broker_url)
-    worker.connect()
-    received: list[Delivery] = []
-    try:
-        worker.declare(QueueSpec(queue))
-        worker.consume(queue, received.append)
+    with _consuming(broker_url, queue) as (worker, received):
         pika_channel.basic_publish("", queue, b"task", pika.BasicProperties(content_type="application/json"))
         _process_until(worker, lambda: received)
         with worker.batch():
@@ -309,9 +313,7 @@ def test_a_batch_sends_its_publishes_and_acks_in_order_when_it_ends(broker_url, 
             if method is not None:
                 bodies.append(body)
         assert bodies == [b"result 0", b"result 1", b"result 2"]
-        worker.cancel_all()
-    finally:
-        worker.close()  # an unacked task would go back to its queue now
+    # closed: an unacked task would be back in its queue now
     assert pika_channel.queue_declare(queue, passive=True).method.message_count == 0
 
 
