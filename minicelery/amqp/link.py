@@ -2,7 +2,7 @@
 connection parameters, error translation and Celery's exact declarations.
 
 The hot path (publish, ack, reject) writes its frames straight to pika's socket when it can: see
-:meth:`_Link._send_frames`.
+:meth:`_Link._send`.
 """
 
 from __future__ import annotations
