@@ -196,6 +196,30 @@ def test_each_thread_has_its_own_connection_and_nothing_is_lost(broker, unique_q
     _wait_for_count(pika_channel, queue, 4 * per_thread)
 
 
+def test_a_full_socket_buffer_hands_the_rest_of_a_message_to_pika_intact(broker, unique_queue, pika_channel):
+    queue = unique_queue()
+    spec = QueueSpec(queue)
+    broker.publish(b"first", {}, routing_key=queue, declare=[spec])  # connects and declares
+    link = broker._state().link
+    # A tiny send buffer: most of each 100 kB message does not fit into one send(), and pika sends the rest.
+    link.connection._impl._transport._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    bodies = [bytes([n]) * 100_000 for n in range(40)]
+    for body in bodies:
+        broker.publish(body, {"correlation_id": str(len(body))}, routing_key=queue, declare=[spec])
+    received = [get_body(pika_channel, queue) for _ in range(41)]
+    assert received == [b"first", *bodies]
+
+
+def get_body(channel: Any, queue: str, timeout: float = 10.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        method, _props, body = channel.basic_get(queue, auto_ack=True)
+        if method is not None:
+            return body
+        time.sleep(0.01)
+    raise AssertionError(f"nothing arrived on {queue}")
+
+
 def test_forked_child_opens_its_own_connection(broker, unique_queue, pika_channel):
     queue = unique_queue()
     spec = QueueSpec(queue)
