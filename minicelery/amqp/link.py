@@ -8,6 +8,7 @@ The hot path (publish, ack, reject) writes its frames straight to pika's socket 
 from __future__ import annotations
 
 import contextlib
+import select
 import ssl
 import threading
 import time
@@ -102,6 +103,9 @@ class _Link:
         self._publish_methods: dict[tuple[str, str], bytes] = {}
         self._batch: list[bytes] | None = None  # frames gathered by batch(), and how many
         self._batch_frames = 0
+        # Whether the broker sent something (a close, a heartbeat, a delivery): pika must read it first.
+        self._incoming = select.poll()
+        self._incoming.register(self.connection._impl._transport._sock.fileno(), select.POLLIN)  # noqa: SLF001
 
     def publish(self, body: bytes, properties: dict[str, Any], exchange: str, routing_key: str,
                 declare: Iterable[QueueSpec]) -> None:
@@ -157,14 +161,16 @@ class _Link:
 
         pika's path queues each frame, turns a writability watcher on, polls, sends each frame with its
         own ``send()`` and turns the watcher off: five system calls more per message, most of a publish's
-        cost. It stays the path when pika has output queued (order matters) or the channel is not open,
-        and once every ``_IO_TURN`` seconds (see there); a batch is written first then. Called from the
-        link's own thread only, as all of pika.
+        cost. It stays the path when pika has output queued (order matters), when the channel is not open,
+        when the broker sent something (a connection it closed must fail this send, as with pika, not
+        swallow it), and once every ``_IO_TURN`` seconds (see there); a batch is written first then.
+        Called from the link's own thread only, as all of pika.
         """
         transport = self.connection._impl._transport  # noqa: SLF001 - pika has no public way to this
         now = time.monotonic()
         turn = now >= self._next_turn
-        if turn or transport is None or transport.get_write_buffer_size() or not self.channel.is_open:
+        if (turn or transport is None or transport.get_write_buffer_size() or not self.channel.is_open
+                or self._incoming.poll(0)):
             if turn:
                 self._next_turn = now + _IO_TURN
             self._flush_batch()

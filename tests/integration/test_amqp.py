@@ -210,6 +210,25 @@ def test_a_full_socket_buffer_hands_the_rest_of_a_message_to_pika_intact(broker,
     assert received == [b"first", *bodies]
 
 
+def test_a_send_after_the_broker_closed_the_connection_is_not_swallowed(broker, unique_queue, pika_channel):
+    queue = unique_queue()
+    spec = QueueSpec(queue)
+    broker.publish(b"one", {}, routing_key=queue, declare=[spec])
+    link = broker._state().link
+    sock = link.connection._impl._transport._sock
+    port = sock.getsockname()[1]
+    listed = subprocess.run(["rabbitmqctl", "list_connections", "-q", "pid", "peer_port"],
+                            check=True, capture_output=True, text=True, timeout=60).stdout
+    (pid,) = [line.split()[0] for line in listed.splitlines() if line.split()[-1:] == [str(port)]]
+    subprocess.run(["rabbitmqctl", "close_connection", pid, "closed by a test"], check=True,
+                   capture_output=True, timeout=60)
+    assert select.select([sock], [], [], 10)[0], "the broker's connection.close never came"
+    link._next_turn = float("inf")  # no periodic pika turn: only the broker's close may divert this send
+    broker.publish(b"two", {}, routing_key=queue, declare=[spec])  # fails on the old link, goes on a new one
+    assert broker._state().link is not link
+    assert [get_body(pika_channel, queue), get_body(pika_channel, queue)] == [b"one", b"two"]
+
+
 def get_body(channel: Any, queue: str, timeout: float = 10.0) -> bytes:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
