@@ -115,7 +115,7 @@ class WorkerConnection(_Client):
     def fileno(self) -> int:
         """The connection's socket descriptor, to wait on beside other descriptors."""
         with self._using() as link:
-            # pika has no public accessor; its transport's socket is read here and nowhere else.
+            # pika has no public accessor for its socket (link.py reads it the same way to send).
             sock = link.connection._impl._transport._sock  # noqa: SLF001
             return int(sock.fileno())
 
