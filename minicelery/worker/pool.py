@@ -349,9 +349,6 @@ class Pool:
 
 
 def _reap(process: Any) -> int | None:
-    """Wait for an exited child's status (at most 5 s: its sentinel said it is exiting)."""
-    for _ in range(100):
-        process.join(0.05)
-        if process.exitcode is not None:
-            return int(process.exitcode)
-    return None
+    """Wait for an exited child's status (at most ``EXIT_GRACE``: its sentinel said it is exiting)."""
+    process.join(EXIT_GRACE)
+    return None if process.exitcode is None else int(process.exitcode)
