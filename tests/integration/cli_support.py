@@ -6,7 +6,7 @@
   and stderr in background threads, and lets a test wait for a line (:meth:`WorkerProcess.wait_for_line`)
   instead of sleeping. :meth:`WorkerProcess.kill` ends it and its pool children (the process group the
   worker leads; it was started here, in a new session, so the group is ours alone).
-* :func:`queue_count` reads a queue's ready-message count with a passive declare (plain pika).
+* :func:`wait_for_count` waits for a queue's ready-message count (``broker_admin.ready_count``).
 
 The worker subprocesses import ``ctasks`` from this directory (see its docstring for the environment
 variables it reads).
@@ -25,10 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pika
+from broker_admin import BROKER_URL, plain_connection, ready_count
 
 HERE = Path(__file__).resolve().parent
-BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 #: The worker's log line format (Celery's): ``[2026-11-24 01:20:05,837: INFO/MainProcess] ...``.
 LOG_LINE = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}: (?P<level>[A-Z]+)/(?P<process>[A-Za-z]+(-\d+)?)\] "
 
@@ -210,31 +209,16 @@ def worker_factory() -> tuple[Callable[..., WorkerProcess], Callable[[], None]]:
     return start, cleanup
 
 
-def _connection() -> pika.BlockingConnection:
-    # Retries for up to 30 s: the broker may be finishing a restart.
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", 5672, connection_attempts=150, retry_delay=0.2, socket_timeout=5))
-
-
 def plain_channel():
     """A channel on a new plain pika connection; close it with ``channel.connection.close()``."""
-    return _connection().channel()
-
-
-def queue_count(name: str) -> int:
-    """The number of ready messages in queue ``name`` (passive declare; the queue must exist)."""
-    connection = _connection()
-    try:
-        return connection.channel().queue_declare(name, passive=True).method.message_count
-    finally:
-        connection.close()
+    return plain_connection().channel()
 
 
 def wait_for_count(name: str, expected: int, timeout: float = 10.0) -> int:
     """Wait until queue ``name`` holds ``expected`` ready messages; return the last count seen."""
     deadline = time.monotonic() + timeout
     while True:
-        count = queue_count(name)
+        count = ready_count(name)
         if count == expected or time.monotonic() > deadline:
             return count
         time.sleep(0.05)  # polling interval of a deadline-bounded wait, not synchronisation

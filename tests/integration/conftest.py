@@ -20,15 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pika
 import pytest
-
-HOST, PORT = "127.0.0.1", 5672
-BROKER_URL = f"amqp://guest:guest@{HOST}:{PORT}//"
-
-
-def _plain_connection() -> pika.BlockingConnection:
-    """A plain pika connection; pika retries for up to 30 s, as the broker may be finishing a restart."""
-    return pika.BlockingConnection(pika.ConnectionParameters(
-        HOST, PORT, connection_attempts=150, retry_delay=0.2, socket_timeout=5))
+from broker_admin import BROKER_URL, HOST, PORT, delete_queues, plain_connection
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +37,7 @@ def broker_url() -> str:
 @pytest.fixture
 def pika_channel(broker_url: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
     """A plain pika channel on its own connection, closed at teardown."""
-    connection = _plain_connection()
+    connection = plain_connection()
     try:
         yield connection.channel()
     finally:
@@ -64,15 +56,7 @@ def unique_queue(broker_url: str) -> Iterator[Callable[..., str]]:
         return name
 
     yield make
-    if names:
-        connection = _plain_connection()
-        try:
-            channel = connection.channel()
-            for name in names:
-                channel.queue_delete(name)  # deleting what does not exist is not an error in RabbitMQ
-                channel.exchange_delete(name)
-        finally:
-            connection.close()
+    delete_queues(names)
 
 
 class RabbitControl:
@@ -94,7 +78,7 @@ class RabbitControl:
         """``start_app`` then ``await_startup``, then wait until AMQP connections are accepted again."""
         self._ctl("start_app")
         self._ctl("await_startup")
-        _plain_connection().close()
+        plain_connection().close()
         self.stopped = False
 
 

@@ -15,9 +15,9 @@ import sys
 import textwrap
 import uuid
 
-import pika
 import pytest
-from cli_support import LOG_LINE, WorkerProcess, queue_count, run_cli, wait_for_count, worker_factory
+from broker_admin import delete_queues, ready_count
+from cli_support import LOG_LINE, WorkerProcess, run_cli, wait_for_count, worker_factory
 
 from minicelery import Celery
 
@@ -45,14 +45,7 @@ def short_queue(broker_url):
         return names[-1]
 
     yield make
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
-    try:
-        channel = connection.channel()
-        for name in names:
-            channel.queue_delete(name)
-            channel.exchange_delete(name)
-    finally:
-        connection.close()
+    delete_queues(names)
 
 
 @pytest.fixture
@@ -284,7 +277,7 @@ def test_result_times_out_with_exit_75(short_queue):
     assert done.returncode == 75, done
     assert 1 <= done.elapsed < 10, done
     assert done.stdout == "" and one_paragraph(done.stderr), done
-    assert queue_count(queue) == 1
+    assert ready_count(queue) == 1
 
 
 def test_purge_asks_first_and_no_keeps_everything(short_queue, client):
@@ -298,7 +291,7 @@ def test_purge_asks_first_and_no_keeps_everything(short_queue, client):
         assert f"This will remove all tasks from queue: {queue}." in done.stdout
         assert "Are you sure you want to delete all tasks (yes/NO)?" in done.stdout
         assert "Purged" not in done.stdout and "Traceback" not in done.stderr, done
-        assert queue_count(queue) == 3
+        assert ready_count(queue) == 3
 
 
 def test_purge_force_and_yes(short_queue, client):
@@ -310,14 +303,14 @@ def test_purge_force_and_yes(short_queue, client):
     env = {"CTASKS_QUEUE": queue}
     done = run_cli(["-A", "ctasks", "purge", "-f"], env=env)
     assert (done.returncode, done.stdout) == (0, "Purged 3 messages from 1 known task queue.\n"), done
-    assert queue_count(queue) == 0 and queue_count(other) == 1
+    assert ready_count(queue) == 0 and ready_count(other) == 1
     again = run_cli(["-A", "ctasks", "purge", "-f"], env=env)
     assert (again.returncode, again.stdout) == (0, "No messages purged from 1 queue.\n"), again
     client.send_task("ctasks.add", (1, 1), queue=queue)
     assert wait_for_count(queue, 1) == 1
     yes = run_cli(["-A", "ctasks", "purge", "-Q", f"{queue},{other}"], env=env, stdin="yes\n")
     assert yes.returncode == 0 and yes.stdout.endswith("Purged 2 messages from 2 known task queues.\n"), yes
-    assert queue_count(queue) == 0 and queue_count(other) == 0
+    assert ready_count(queue) == 0 and ready_count(other) == 0
 
 
 def test_report_prints_versions_and_censored_configuration():

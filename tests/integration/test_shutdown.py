@@ -13,7 +13,8 @@ import signal
 
 import pika
 import pytest
-from cli_support import queue_count, read_ids, worker_factory
+from broker_admin import ready_count
+from cli_support import read_ids, worker_factory
 
 from minicelery import Celery
 from minicelery.exceptions import Terminated, TimeoutError
@@ -62,7 +63,7 @@ def test_warm_shutdown_finishes_running_tasks_and_requeues_the_rest(workers, cli
     for task_id in running:
         assert by_id[task_id].get(timeout=10) in (1.5, 0.1)  # their results were delivered
     # Every other one is back in the queue, the ETA one included.
-    assert queue_count(queue) == len(results) - len(running) + 1
+    assert ready_count(queue) == len(results) - len(running) + 1
 
     # A second worker drains the queue: each task ran exactly once, none was lost.
     second = start_worker(workers, queue, tmp_path, "-c", "4")
@@ -74,7 +75,7 @@ def test_warm_shutdown_finishes_running_tasks_and_requeues_the_rest(workers, cli
     started = collections.Counter(read_ids(tmp_path, "started"))
     assert set(started) == set(by_id) and set(started.values()) == {1}, started
     assert sorted(read_ids(tmp_path, "finished")) == sorted(by_id)
-    assert queue_count(queue) == 1  # only the ETA task, back again: its time has not come
+    assert ready_count(queue) == 1  # only the ETA task, back again: its time has not come
 
 
 def test_second_sigint_turns_warm_into_cold(workers, client, unique_queue, tmp_path):
@@ -98,7 +99,7 @@ def test_second_sigint_turns_warm_into_cold(workers, client, unique_queue, tmp_p
     with pytest.raises(Terminated):
         running.get(timeout=10)
     assert running.state == "FAILURE"
-    assert queue_count(queue) == 1  # the prefetched one went back
+    assert ready_count(queue) == 1  # the prefetched one went back
     assert read_ids(tmp_path, "started") == [running.id] and read_ids(tmp_path, "finished") == []
 
 
@@ -120,7 +121,7 @@ def test_sigquit_fails_early_acked_running_tasks_and_requeues_the_rest(workers, 
         with pytest.raises(Terminated):  # a FAILURE result, rather than a client waiting forever
             by_id[task_id].get(timeout=10)
         assert by_id[task_id].state == "FAILURE"
-    assert queue_count(queue) == 3  # the unstarted ones
+    assert ready_count(queue) == 3  # the unstarted ones
     worker.wait_for_line(r"ERROR/MainProcess\] Task handler raised error: Terminated\(", count=2)
 
 
@@ -133,7 +134,7 @@ def test_sigquit_requeues_a_running_acks_late_task(workers, client, unique_queue
     worker.signal(signal.SIGQUIT)
     assert worker.wait(timeout=15) == 1, worker.output()
     assert "worker: Cold shutdown (MainProcess)" in worker.stdout().splitlines()
-    assert queue_count(queue) == 1
+    assert ready_count(queue) == 1
     method, properties, _body = pika_channel.basic_get(queue, auto_ack=False)
     assert isinstance(method, pika.spec.Basic.GetOk)
     assert properties.headers["id"] == late.id and method.redelivered  # the very message, back

@@ -24,7 +24,8 @@ import signal
 import time
 
 import pytest
-from cli_support import plain_channel, queue_count, read_ids, wait_for_count, worker_factory
+from broker_admin import ready_count
+from cli_support import plain_channel, read_ids, wait_for_count, worker_factory
 
 from minicelery import Celery
 
@@ -114,7 +115,7 @@ def test_worker_reconnects_and_keeps_running_tasks(workers, broker_url, unique_q
 
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.output()
-    assert queue_count(queue) == 0
+    assert ready_count(queue) == 0
 
 
 def test_broker_loss_during_a_warm_shutdown_starts_no_new_task(workers, broker_url, unique_queue,
@@ -146,5 +147,5 @@ def test_broker_loss_during_a_warm_shutdown_starts_no_new_task(workers, broker_u
     assert worker.wait(timeout=30) == 0, worker.output()
     worker.wait_for_line(rf"Task ctasks\.hold\[{running}\] succeeded")
     assert "ctasks.add" not in "\n".join(worker.stderr().splitlines()[after:]), worker.output()
-    assert queue_count(queue) == 2 and read_ids(tmp_path, "started") == [running]
+    assert ready_count(queue) == 2 and read_ids(tmp_path, "started") == [running]
     assert all(task_id not in worker.stderr().split("Connected to")[-1] for task_id in waiting)

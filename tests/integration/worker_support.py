@@ -29,12 +29,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
+from broker_admin import BROKER_URL, delete_queues
 
 HERE = Path(__file__).resolve().parent
-HOST, PORT = "127.0.0.1", 5672
-BROKER_URL = f"amqp://guest:guest@{HOST}:{PORT}//"
 
 #: How long a worker may take to log ``ready.``.
 START_TIMEOUT = 30.0
@@ -189,25 +187,6 @@ def child_pids(pid: int) -> list[int]:
     return sorted(found)
 
 
-def _plain_connection() -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.ConnectionParameters(HOST, PORT, connection_attempts=150,
-                                                             retry_delay=0.2, socket_timeout=5))
-
-
-def delete_queues(names: list[str]) -> None:
-    """Delete the queues (and the exchanges of the same name that a worker declares)."""
-    if not names:
-        return
-    connection = _plain_connection()
-    try:
-        channel = connection.channel()
-        for name in names:
-            channel.queue_delete(name)
-            channel.exchange_delete(name)
-    finally:
-        connection.close()
-
-
 def queue_counts(queue: str) -> tuple[int, int]:
     """``(messages_ready, messages_unacknowledged)`` of ``queue``, from ``rabbitmqctl list_queues``."""
     out = subprocess.run(["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name",
@@ -228,15 +207,6 @@ def wait_queue_settled(queue: str, expected: tuple[int, int] = (0, 0), timeout: 
         assert time.monotonic() < deadline, f"queue {queue} holds (ready, unacked)={counts}, not {expected}"
         time.sleep(0.2)  # polling interval of a condition with a deadline
         counts = queue_counts(queue)
-
-
-def ready_count(queue: str) -> int:
-    """Messages ready in ``queue`` (a pika passive declare: fast, but blind to unacked messages)."""
-    connection = _plain_connection()
-    try:
-        return connection.channel().queue_declare(queue, passive=True).method.message_count
-    finally:
-        connection.close()
 
 
 def wait_for_state(result: Any, wanted: str, timeout: float = 10.0) -> list[str]:
