@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 import pika
 import pytest
 from broker_admin import BROKER_URL, HOST, PORT, delete_queues, plain_connection
+from cli_support import WorkerProcess, worker_factory
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +44,15 @@ def pika_channel(broker_url: str) -> Iterator[pika.adapters.blocking_connection.
     finally:
         if connection.is_open:
             connection.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., WorkerProcess]]:
+    """``start(args, env=..., cwd=..., argv0=...) -> WorkerProcess`` (see cli_support); every worker is
+    killed at teardown."""
+    start, cleanup = worker_factory()
+    yield start
+    cleanup()
 
 
 @pytest.fixture

@@ -17,21 +17,13 @@ import uuid
 
 import pytest
 from broker_admin import delete_queues, ready_count
-from cli_support import LOG_LINE, WorkerProcess, run_cli, wait_for_count, worker_factory
+from cli_support import LOG_LINE, WorkerProcess, run_cli, wait_for_count
 
 from minicelery import Celery
 
 pytestmark = pytest.mark.broker
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-
-@pytest.fixture
-def workers():
-    """``start(args, env=..., cwd=..., argv0=...) -> WorkerProcess``; every worker is killed at teardown."""
-    start, cleanup = worker_factory()
-    yield start
-    cleanup()
 
 
 @pytest.fixture

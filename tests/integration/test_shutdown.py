@@ -14,19 +14,12 @@ import signal
 import pika
 import pytest
 from broker_admin import ready_count
-from cli_support import read_ids, worker_factory
+from cli_support import read_ids
 
 from minicelery import Celery
 from minicelery.exceptions import Terminated, TimeoutError
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def workers():
-    start, cleanup = worker_factory()
-    yield start
-    cleanup()
 
 
 @pytest.fixture

@@ -25,18 +25,11 @@ import time
 
 import pytest
 from broker_admin import ready_count
-from cli_support import plain_channel, read_ids, wait_for_count, worker_factory
+from cli_support import plain_channel, read_ids, wait_for_count
 
 from minicelery import Celery
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def workers():
-    start, cleanup = worker_factory()
-    yield start
-    cleanup()
 
 
 def replies(channel, queue: str, expected: int, timeout: float = 30.0) -> list[tuple[str, dict]]:
