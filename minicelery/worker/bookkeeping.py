@@ -9,8 +9,13 @@ and :mod:`minicelery.worker.pool` only has to perform what it decides.
 
 A child slot is in one of three states: ``idle`` (may be given a job), ``busy`` (has one job) or
 ``exiting`` (will take no more jobs and is waiting to be reaped: recycled, hard-killed or being stopped).
-A job ends exactly once, as :class:`JobDone` or :class:`JobLost`; a message about a job that already
-ended (a "done" that raced a hard kill) is ignored.
+A busy child may also hold one *queued* job, which it takes as soon as its current job ends, so that it
+never waits for the main process between two jobs. A queued job is not accepted yet: it becomes the
+child's current job (:class:`JobAccepted`) when the current one's result is read, and until the child
+takes it the pool can steal it back for an idle child (:class:`JobReturned`): no job waits behind a
+long one while another child has nothing to do, the guarantee Celery's ``-O fair`` gives.
+A job ends exactly once, as :class:`JobDone`, :class:`JobLost` or :class:`JobReturned`; a message about a
+job that already ended (a "done" that raced a hard kill) is ignored.
 """
 
 from __future__ import annotations
@@ -19,74 +24,23 @@ import itertools
 import signal
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from minicelery.exceptions import Terminated, TimeLimitExceeded, WorkerLostError
+from minicelery.worker.events import (
+    ChildExited,
+    JobAccepted,
+    JobDone,
+    JobLost,
+    JobReturned,
+    JobStarted,
+    PoolEvent,
+    SoftLimitExceeded,
+)
 
-__all__ = [
-    "BUSY",
-    "EXITING",
-    "IDLE",
-    "Bookkeeping",
-    "ChildExited",
-    "JobDone",
-    "JobLost",
-    "JobStarted",
-    "PoolEvent",
-    "SoftLimitExceeded",
-    "exit_status",
-]
+__all__ = ["BUSY", "EXITING", "IDLE", "Bookkeeping", "exit_status"]
 
 IDLE, BUSY, EXITING = "idle", "busy", "exiting"
-
-
-@dataclass(frozen=True)
-class JobStarted:
-    """A child began running a job; ``started_at`` is the child's wall-clock time (``time.time()``)."""
-
-    job_id: Any  # the caller's hashable id
-    pid: int
-    started_at: float
-
-
-@dataclass(frozen=True)
-class JobDone:
-    """A job's handler returned ``result`` (a ``HandlerError`` if it raised) after ``runtime`` seconds."""
-
-    job_id: Any  # the caller's hashable id
-    pid: int
-    result: Any
-    runtime: float
-
-
-@dataclass(frozen=True)
-class JobLost:
-    """A job ended without a result: ``WorkerLostError``, ``TimeLimitExceeded`` or ``Terminated``."""
-
-    job_id: Any  # the caller's hashable id
-    pid: int
-    error: BaseException
-
-
-@dataclass(frozen=True)
-class SoftLimitExceeded:
-    """A job passed its soft time limit; the child was signalled and the job keeps running."""
-
-    job_id: Any  # the caller's hashable id
-    pid: int
-    limit: float
-
-
-@dataclass(frozen=True)
-class ChildExited:
-    """A child exited unexpectedly (not recycled, not stopped); ``reason`` reads ``'signal 9 (SIGKILL)'``."""
-
-    pid: int
-    name: str
-    reason: str
-
-
-PoolEvent = Union[JobStarted, JobDone, JobLost, SoftLimitExceeded, ChildExited]  # noqa: UP007 (3.10 alias)
 
 
 def exit_status(exitcode: int | None) -> str:
@@ -121,6 +75,7 @@ class _Slot:
     name: str
     state: str = IDLE
     job: _Job | None = None
+    queued: _Job | None = None
     tasks_run: int = 0
     expected_exit: bool = False
 
@@ -163,7 +118,8 @@ class Bookkeeping:
         return max(0, self.concurrency - len(self._slots)) if self.accepting else 0
 
     def child_exited(self, pid: int, exitcode: int | None) -> list[PoolEvent]:
-        """Forget a reaped child; report its exit if unexpected and its job, if any, as lost."""
+        """Forget a reaped child; report its exit if unexpected and its jobs, if any, as lost (steal its
+        queued job back first if it may still be in the child's queue: that one is returned instead)."""
         slot = self._slots.pop(pid, None)
         if slot is None:
             return []
@@ -173,10 +129,10 @@ class Bookkeeping:
         # Like billiard, a clean exit (or one the pool asked for) is not worth an error line.
         if not slot.expected_exit and exitcode != 0:
             events.append(ChildExited(pid, slot.name, status))
-        job = self._end_job(slot)
-        if job is not None:
-            error = WorkerLostError(f"Worker exited prematurely: {status} Job: {job.number}.")
-            events.append(JobLost(job.job_id, pid, error))
+        for job in (self._end_job(slot), self._end_queued(slot)):
+            if job is not None:
+                error = WorkerLostError(f"Worker exited prematurely: {status} Job: {job.number}.")
+                events.append(JobLost(job.job_id, pid, error))
         return events
 
     # -- jobs -------------------------------------------------------------------------------------------
@@ -203,6 +159,47 @@ class Bookkeeping:
         self._jobs[job_id] = pid
         return pid, slot.job.number
 
+    def can_queue(self) -> bool:
+        """Say whether :meth:`queue` would find a busy child to queue a job behind."""
+        return self._queue_slot() is not None
+
+    def queue(self, job_id: Hashable, soft_limit: float | None = None,
+              time_limit: float | None = None) -> tuple[int, int]:
+        """Queue a job behind a busy child's current job and return ``(pid, job number)``.
+
+        Raises:
+            RuntimeError: the pool is stopping, or no busy child can queue a job (see :meth:`can_queue`).
+            ValueError: a job with this id is still running.
+        """
+        if not self.accepting:
+            raise RuntimeError("the pool is stopping and accepts no more jobs")
+        if job_id in self._jobs:
+            raise ValueError(f"job {job_id!r} is already running in child {self._jobs[job_id]}")
+        slot = self._queue_slot()
+        if slot is None:
+            raise RuntimeError("no child can queue a job: check can_queue() first")
+        slot.queued = _Job(job_id, next(self._job_numbers), soft_limit, time_limit)
+        self._jobs[job_id] = slot.pid
+        return slot.pid, slot.queued.number
+
+    def queued_number(self, pid: int) -> int | None:
+        """Return the number of child ``pid``'s queued job (None: it has none)."""
+        slot = self._slots.get(pid)
+        return None if slot is None or slot.queued is None else slot.queued.number
+
+    def stealable(self) -> list[tuple[int, int]]:
+        """Return ``(pid, job number)`` of every queued job (a steal tells whether its child took it)."""
+        return [(slot.pid, slot.queued.number) for slot in self._slots.values()
+                if slot.queued is not None]
+
+    def returned(self, pid: int, number: int) -> list[PoolEvent]:
+        """Note that the pool stole queued job ``number`` back from child ``pid``: it never ran."""
+        if self.queued_number(pid) != number:
+            return []  # not this child's queued job (any more)
+        job = self._end_queued(self._slots[pid])
+        assert job is not None
+        return [JobReturned(job.job_id, pid)]
+
     def started(self, pid: int, number: int, started_at: float, now: float) -> list[PoolEvent]:
         """Note that a child began job ``number`` at monotonic time ``now``; its deadlines start here."""
         job = self._current_job(pid, number)
@@ -223,14 +220,18 @@ class Bookkeeping:
         slot = self._slots[pid]
         self._end_job(slot)
         slot.tasks_run += 1
+        events: list[PoolEvent] = [JobDone(job.job_id, pid, result, runtime)]
         limit = self.max_tasks_per_child
         if limit is not None and slot.tasks_run >= limit:
             # The child counts too and exits by itself after this job (billiard's maxtasksperchild).
             slot.state, slot.expected_exit = EXITING, True
+        elif slot.queued is not None:
+            slot.job, slot.queued = slot.queued, None  # the child takes it next, if not already
+            events.append(JobAccepted(slot.job.job_id, pid))
         else:
             slot.state = IDLE
             self._idle[pid] = None
-        return [JobDone(job.job_id, pid, result, runtime)]
+        return events
 
     def hard_expired(self, now: float) -> list[JobLost]:
         """End every job past its hard limit; the pool must SIGKILL the returned pids."""
@@ -267,14 +268,15 @@ class Bookkeeping:
         self._idle.clear()
 
     def close_all(self) -> list[JobLost]:
-        """Mark every child as asked to exit; jobs still running end as lost with ``Terminated``."""
+        """Mark every child as asked to exit; jobs still running or queued end as lost with ``Terminated``
+        (steal queued jobs back first: those are returned instead)."""
         self.stop_accepting()
         lost: list[JobLost] = []
         for slot in self._slots.values():
-            job = self._end_job(slot)
-            if job is not None:
-                error = Terminated(f"Terminated by a cold shutdown Job: {job.number}.")
-                lost.append(JobLost(job.job_id, slot.pid, error))
+            for job in (self._end_job(slot), self._end_queued(slot)):
+                if job is not None:
+                    error = Terminated(f"Terminated by a cold shutdown Job: {job.number}.")
+                    lost.append(JobLost(job.job_id, slot.pid, error))
             slot.state, slot.expected_exit = EXITING, True
         return lost
 
@@ -289,11 +291,11 @@ class Bookkeeping:
         return sum(1 for slot in self._slots.values() if slot.state == state)
 
     def active(self) -> dict[Hashable, int]:
-        """Return the running jobs (given to a child and not ended) as ``{job_id: pid}``."""
+        """Return the jobs given to a child (running or queued) and not ended, as ``{job_id: pid}``."""
         return dict(self._jobs)
 
     def has_jobs(self) -> bool:
-        """Say whether any job is still running."""
+        """Say whether any job is still running or queued."""
         return bool(self._jobs)
 
     def pids(self) -> list[int]:
@@ -310,8 +312,26 @@ class Bookkeeping:
             return None
         return slot.job
 
+    def _queue_slot(self) -> _Slot | None:
+        """The busy child to queue a job behind: one with no queued job whose current job is not its
+        last (a child about to be recycled exits with whatever waits in its queue)."""
+        if not self.accepting:
+            return None
+        limit = self.max_tasks_per_child
+        for slot in self._slots.values():
+            if (slot.state == BUSY and slot.queued is None
+                    and (limit is None or slot.tasks_run + 1 < limit)):
+                return slot
+        return None
+
     def _end_job(self, slot: _Slot) -> _Job | None:
         job, slot.job = slot.job, None
+        if job is not None:
+            del self._jobs[job.job_id]
+        return job
+
+    def _end_queued(self, slot: _Slot) -> _Job | None:
+        job, slot.queued = slot.queued, None
         if job is not None:
             del self._jobs[job.job_id]
         return job

@@ -8,12 +8,14 @@ limit signal handler) plus the child half of ``celery.concurrency.asynpool``. Le
 (each child has its own pipe), the "ready" handshake and ``EX_RECYCLE``-style exit codes (the main process
 counts jobs too), ``maxmemperchild``, and running anything but the one handler built by ``handler_factory``.
 
-The protocol on the child's pipe is tiny. The main process sends ``(number, pickled payload, report
-start)`` for a job or ``None`` to ask the child to exit. The child answers ``("started", number, wall
-time, monotonic time)`` before running the handler, only when asked (time limits and ``track_started``
-need it), and ``("done", number, pickled result, runtime)`` after it. Payload and result travel
-pre-pickled so that a value that cannot be pickled or unpickled becomes a :class:`HandlerError`
-instead of killing either side.
+The protocol is tiny. On the child's pipe the main process sends ``(number, pickled payload, report
+start)`` for a job or ``None`` to ask the child to exit; on its queue socket, the same job tuple pickled
+into one datagram, for the child to take when its current job ends. The child answers ``("started",
+number, wall time, monotonic time)`` before running the handler, only when asked (time limits and
+``track_started`` need it), and ``("done", number, pickled result, runtime, taken)`` after it, where
+``taken`` is the number of the queued job it took before answering (None if it took none). Payload and
+result travel pre-pickled so that a value that cannot be pickled or unpickled becomes a
+:class:`HandlerError` instead of killing either side.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import select
 import signal
+import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -30,6 +34,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from minicelery.exceptions import SoftTimeLimitExceeded
+from minicelery.worker.jobqueue import Job, Taker
 
 __all__ = ["HandlerError", "child_main", "load_result", "startup_signals_blocked"]
 
@@ -52,6 +57,9 @@ class Channel(Protocol):
 
     def poll(self, timeout: float | None = ...) -> bool:
         """Wait up to ``timeout`` seconds for a message; say whether one is ready."""
+
+    def fileno(self) -> int:
+        """The descriptor to wait on."""
 
 
 @dataclass(frozen=True)
@@ -87,12 +95,13 @@ def _on_soft_limit(signum: int, frame: FrameType | None) -> None:
         raise SoftTimeLimitExceeded()
 
 
-def child_main(channel: Channel, handler_factory: Callable[[], Callable[[Any], Any]],
+def child_main(channel: Channel, queue: socket.socket, handler_factory: Callable[[], Callable[[Any], Any]],
                max_tasks: int | None, parent: int) -> None:
     """Run one child: build the handler once, then run jobs until told to stop or ``max_tasks`` ran.
 
     Args:
         channel: the child's end of its pipe to the main process.
+        queue: the child's end of its one-job queue socket.
         handler_factory: called once, here in the child, to build the handler (with ``spawn`` this is where
             the user's app gets imported again).
         max_tasks: exit cleanly after this many jobs (``max_tasks_per_child``); None means never.
@@ -101,19 +110,30 @@ def child_main(channel: Channel, handler_factory: Callable[[], Callable[[Any], A
     """
     _reset_signals()
     handler = handler_factory()
+    take = Taker(queue)
     done = 0
     try:
-        while max_tasks is None or done < max_tasks:
-            job = _next_job(channel, parent)
-            if job is None:
-                return
+        job, following = _next_job(channel, take, parent)
+        while job is not None:
             number, blob, report_start = job
             if report_start:
                 channel.send(("started", number, time.time(), time.monotonic()))
             began = time.monotonic()
             result = _call_handler(handler, blob)
-            _send_result(channel, number, result, time.monotonic() - began)
+            runtime = time.monotonic() - began
             done += 1
+            last = max_tasks is not None and done >= max_tasks
+            # Take the queued job before answering, so the answer can say so (the pool never queues a
+            # job behind a child's last one).
+            if following is None and not last:
+                following = take()
+            _send_result(channel, number, result, runtime, None if following is None else following[0])
+            if last:
+                return
+            if following is not None:
+                job, following = following, None
+            else:
+                job, following = _next_job(channel, take, parent)
     finally:
         _close(handler)
 
@@ -163,15 +183,29 @@ def startup_signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _next_job(channel: Channel, parent: int) -> tuple[int, bytes, bool] | None:
-    """Wait for the next job; None means exit (asked to, the pipe closed, or the main process died)."""
+def _next_job(channel: Channel, take: Taker, parent: int) -> tuple[Job | None, Job | None]:
+    """Wait for the next job, from the pipe or the queue. Return it and, when a queued job was taken
+    too, that one, to run after it; ``(None, None)`` means exit (asked to, the pipe closed, or the main
+    process died)."""
     # Siblings forked later inherit the main process's end of this pipe, so EOF alone cannot tell us
     # the main process died; a reparented child (getppid changed) is an orphan and must go.
-    while not channel.poll(PARENT_CHECK_INTERVAL):
-        if os.getppid() != parent:
-            return None
+    while True:
+        if channel.poll(0):
+            return _receive(channel), None
+        queued = take()
+        if queued is not None:
+            # A job on the pipe went to this child while it was idle, so it comes before any queued one;
+            # the pool writes it first, so if it arrived since the check above it is readable now.
+            return (_receive(channel), queued) if channel.poll(0) else (queued, None)
+        readable, _, _ = select.select([channel.fileno(), take.fileno()], [], [], PARENT_CHECK_INTERVAL)
+        if not readable and os.getppid() != parent:
+            return None, None
+
+
+def _receive(channel: Channel) -> Job | None:
+    """Read a job from the pipe; None (exit) for the stop request or a closed pipe."""
     try:
-        job: tuple[int, bytes, bool] | None = channel.recv()
+        job: Job | None = channel.recv()
     except EOFError:
         return None
     return job
@@ -193,13 +227,14 @@ def _call_handler(handler: Callable[[Any], Any], blob: bytes) -> Any:
         return HandlerError.capture(exc)
 
 
-def _send_result(channel: Channel, number: int, result: Any, runtime: float) -> None:
-    """Send a job's result, replacing a result that cannot be pickled by a :class:`HandlerError`."""
+def _send_result(channel: Channel, number: int, result: Any, runtime: float, taken: int | None) -> None:
+    """Send a job's result (and which queued job was taken), replacing a result that cannot be pickled
+    by a :class:`HandlerError`."""
     try:
         blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         blob = pickle.dumps(HandlerError.capture(exc), protocol=pickle.HIGHEST_PROTOCOL)
-    channel.send(("done", number, blob, runtime))
+    channel.send(("done", number, blob, runtime, taken))
 
 
 def load_result(blob: bytes) -> Any:

@@ -3,8 +3,9 @@
 Every delivery is checked from its headers alone (the body stays raw for the child): a malformed header,
 a disallowed content type or an unknown task is logged with its reason, rejected without requeue and,
 when the sender waits for a result, answered with a FAILURE — the worker never crashes and never loops
-on a bad message. Good messages are held until their ETA, then given to an idle child. Acks follow
-Celery: early (when a child takes the job) by default, after the outcome with ``acks_late``. A message is
+on a bad message. Good messages are held until their ETA, then given to an idle child or queued behind a
+busy child's job (the pool steals it back if another child goes idle first). Acks follow Celery: early
+(when a child takes the job) by default, after the outcome with ``acks_late``. A message is
 never acked before its fate is decided and never left unacked once it is. Celery's counterpart is
 ``celery.worker.consumer`` with ``strategy`` and ``request``.
 """
@@ -30,9 +31,10 @@ from ..exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
-from . import pool as pool_events
+from . import events as pool_events
 from .acks import AckBook
 from .job import Job, JobResult, encode_result
+from .pool import Pickled
 
 __all__ = ["Consumer", "Request"]
 
@@ -76,7 +78,7 @@ class Request:
     job: Job
     acks_late: bool
     reject_on_worker_lost: bool
-    payload: pool_events.Pickled  # the job, pickled on arrival: a free child need not wait for it
+    payload: Pickled  # the job, pickled on arrival: a free child need not wait for it
 
     @property
     def label(self) -> str:
@@ -107,9 +109,7 @@ class Consumer:
         self.hostname = hostname
         self.prefetch_count = prefetch_count
         self.time_limits = time_limits  # (hard, soft) for tasks whose message and class set none
-        conf = app.conf
-        self.accept = conf.accept_content
-        self.result_serializer = conf.result_serializer
+        self.accept, self.result_serializer = app.conf.accept_content, app.conf.result_serializer
         self.send_results = app.backend.url != "disabled://"
         self.tasks = app.tasks
         self.connection: Any = None
@@ -184,7 +184,7 @@ class Consumer:
         return Request(delivery.delivery_tag, self.generation, headers, task, job,
                        acks_late=bool(task.acks_late),
                        reject_on_worker_lost=bool(task.reject_on_worker_lost),
-                       payload=pool_events.Pickled.of(job))
+                       payload=Pickled.of(job))
 
     def _refuse(self, delivery: Any, headers: protocol.TaskHeaders | None, exc: BaseException,
                 template: str, *args: Any) -> None:
@@ -252,27 +252,46 @@ class Consumer:
             self._update_qos()
 
     def dispatch(self) -> None:
-        """Give ready requests to idle children; early acks happen here, when a child takes the job."""
-        while self.ready and self.pool.idle_count():
+        """Give ready requests to idle children, then queue them behind busy ones; if a child is left
+        idle with nothing ready, steal back a job queued behind another child for it."""
+        self._submit_ready()
+        idle = self.pool.idle_count()
+        if idle and self.pool.recall(idle):
+            self.handle_pool_events(self.pool.events())
+            self._submit_ready()
+
+    def _submit_ready(self) -> None:
+        while self.ready and self.pool.can_take(self.ready[0].payload):
             request = self.ready.popleft()
             if request.generation != self.generation:
                 continue  # its channel is gone: the broker redelivers it
             job_id = next(self._seq)
             hard, soft = _limits(request, self.time_limits)
             track = bool(request.task.track_started and request.job.send_result)
-            self.pool.submit(job_id, request.payload, soft_time_limit=soft, time_limit=hard,
-                             report_start=track or hard is not None or soft is not None)
+            accepted = self.pool.submit(job_id, request.payload, soft_time_limit=soft, time_limit=hard,
+                                        report_start=track or hard is not None or soft is not None,
+                                        queue=True)
             self.running[job_id] = request
-            if not request.acks_late:
-                self.acks.ack(request.tag)
+            if accepted:
+                self._accepted(request)
+
+    def _accepted(self, request: Request) -> None:
+        """A child took the job: the early ack happens now."""
+        if not request.acks_late and request.generation == self.generation:
+            self.acks.ack(request.tag)
 
     def handle_pool_events(self, events: list[Any]) -> None:
         """Publish results and settle messages for what the children report."""
+        returned: list[Request] = []
         for event in events:
             if isinstance(event, pool_events.JobDone):
                 self._done(self.running.pop(event.job_id), event.result)
+            elif isinstance(event, pool_events.JobAccepted):
+                self._accepted(self.running[event.job_id])
             elif isinstance(event, pool_events.JobLost):
                 self._lost(self.running.pop(event.job_id), event.error)
+            elif isinstance(event, pool_events.JobReturned):
+                returned.append(self.running.pop(event.job_id))
             elif isinstance(event, pool_events.JobStarted):
                 self._started(self.running.get(event.job_id), event.pid)
             elif isinstance(event, pool_events.SoftLimitExceeded):
@@ -281,6 +300,16 @@ class Consumer:
                                request.label if request else event.job_id)
             elif isinstance(event, pool_events.ChildExited):
                 logger.error("Process %r pid:%s exited with %r", event.name, event.pid, event.reason)
+        self._returned(returned)
+
+    def _returned(self, requests: list[Request]) -> None:
+        """Jobs back from a child's queue unrun wait for a child again, or go back to the broker."""
+        current = [request for request in requests if request.generation == self.generation]
+        if self.accepting:
+            self.ready.extendleft(reversed(current))
+        else:
+            for request in current:  # never accepted, so never acked: back to the queue
+                self.acks.reject(request.tag, requeue=True)
 
     def _started(self, request: Request | None, pid: int) -> None:
         if request is not None and request.task.track_started and request.job.send_result:
@@ -359,8 +388,10 @@ class Consumer:
         return self.acks.forget()
 
     def requeue_waiting(self) -> None:
-        """Stop accepting work and send back every message not yet given to a child (shutdown)."""
+        """Stop accepting work and send back every message no child has taken yet (shutdown)."""
         self.accepting = False
+        self.pool.recall()
+        self.handle_pool_events(self.pool.events())
         for request in list(self.ready) + [item[2] for item in self.held]:
             if request.generation == self.generation and self.acks.is_open(request.tag):
                 self.acks.reject(request.tag, requeue=True)

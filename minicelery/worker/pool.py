@@ -7,6 +7,9 @@ turns into an opaque picklable result. Left out: billiard's shared in/out queues
 autoscaling, revoking one job, ``maxmemperchild``, restart, and Windows. The only home of
 ``multiprocessing``.
 
+Each child also has a one-job queue (:mod:`~minicelery.worker.jobqueue`) for the job it runs next; its
+results say whether it took that job, and if not the pool steals it back before queuing another.
+
 One thread drives the pool: the one that calls :meth:`Pool.start` calls every method. :meth:`Pool.poll`
 is where it waits — on every child's pipe and exit sentinel, the next time-limit deadline and, so that a
 worker needs no second thread, one foreign file descriptor (the broker socket, see :meth:`Pool.watch`).
@@ -18,7 +21,6 @@ Being single-threaded, the pool needs no lock, and it forks only from the thread
 from __future__ import annotations
 
 import contextlib
-import logging
 import multiprocessing
 import os
 import pickle
@@ -30,21 +32,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from minicelery.worker.bookkeeping import (
-    Bookkeeping,
-    ChildExited,
-    JobDone,
-    JobLost,
-    JobStarted,
-    PoolEvent,
-    SoftLimitExceeded,
-)
+from minicelery.worker.bookkeeping import Bookkeeping
 from minicelery.worker.child import HandlerError, child_main, load_result, startup_signals_blocked
+from minicelery.worker.events import PoolEvent
+from minicelery.worker.jobqueue import QUEUE_LIMIT, JobQueue
 
-__all__ = ["ChildExited", "HandlerError", "JobDone", "JobLost", "JobStarted", "Pickled", "Pool", "PoolEvent",
-           "SoftLimitExceeded"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["QUEUE_LIMIT", "HandlerError", "Pickled", "Pool"]
 
 #: Seconds children get to exit after being asked (warm) or sent SIGTERM (cold) before SIGKILL.
 EXIT_GRACE = 5.0
@@ -70,10 +63,11 @@ class Pickled:
 
 @dataclass
 class _Child:
-    """A started child: its process object and the main process's end of its pipe."""
+    """A started child: its process object, the main process's end of its pipe, and its job queue."""
 
     process: Any  # multiprocessing.process.BaseProcess; the context's class is not nameable statically
     conn: Connection
+    queue: JobQueue
 
 
 class Pool:
@@ -117,26 +111,54 @@ class Pool:
             self._start_child()
 
     def submit(self, job_id: Hashable, payload: Any, *, soft_time_limit: float | None = None,
-               time_limit: float | None = None, report_start: bool | None = None) -> int:
-        """Send a job to the child idle longest and return its pid; time limits count from the job's start.
-        The child reports ``JobStarted`` only if ``report_start`` (default: when a time limit applies).
-        ``payload`` may be :class:`Pickled` already.
+               time_limit: float | None = None, report_start: bool | None = None,
+               queue: bool = False) -> bool:
+        """Send a job to the child idle longest or, with ``queue`` and no child idle, queue it behind a busy
+        child's job. Return True if a child took it now; a queued job ends up ``JobAccepted`` or
+        ``JobReturned`` (unrun). Time limits count from the job's start; the child reports ``JobStarted``
+        only if ``report_start`` (default: when a time limit applies). ``payload`` may be :class:`Pickled`.
 
         Raises:
-            RuntimeError: the pool is not running, or no child is idle (check :meth:`idle_count` first).
+            RuntimeError: the pool is not running, or has no room (check :meth:`can_take` first).
             ValueError: a job with this id is still running.
         """
         if not self._running:
             raise RuntimeError("the pool is not running")
         # Pickle before touching any state, so an unpicklable payload leaves the pool unchanged.
         blob = payload.blob if type(payload) is Pickled else Pickled.of(payload).blob
-        pid, number = self._book.assign(job_id, soft_time_limit, time_limit)
         timed = soft_time_limit is not None or time_limit is not None
+        report = timed if report_start is None else report_start
+        if queue and not self._book.idle_count() and len(blob) <= QUEUE_LIMIT:
+            pid, number = self._book.queue(job_id, soft_time_limit, time_limit)
+            # Never fails for a dead child: the pool holds the other end, and steals the job back.
+            self._children[pid].queue.put((number, blob, report))
+            return False
+        pid, number = self._book.assign(job_id, soft_time_limit, time_limit)
         try:
-            self._children[pid].conn.send((number, blob, timed if report_start is None else report_start))
+            self._children[pid].conn.send((number, blob, report))
         except OSError:
             pass  # the child just died; its sentinel fires and the job is reported lost when it is reaped
-        return pid
+        return True
+
+    def can_take(self, payload: Any) -> bool:
+        """Say whether :meth:`submit` with ``queue=True`` has room for ``payload`` now."""
+        if not self._running or not self._book.accepting or self._book.idle_count():
+            return self.idle_count() > 0
+        # A payload not pickled yet has no known size: it waits for an idle child.
+        return type(payload) is Pickled and len(payload.blob) <= QUEUE_LIMIT and self._book.can_queue()
+
+    def recall(self, limit: int | None = None) -> int:
+        """Steal back up to ``limit`` queued jobs their children have not taken (all with None); each one
+        comes back as ``JobReturned``. Return how many did."""
+        returned = 0
+        for pid, number in self._book.stealable():
+            if limit is not None and returned >= limit:
+                break
+            child = self._children.get(pid)
+            if child is not None and child.queue.steal() == number:  # else the child has it: it runs next
+                self._events += self._book.returned(pid, number)
+                returned += 1
+        return returned
 
     def watch(self, fd: int | None) -> None:
         """Make :meth:`poll` also wake up when ``fd`` is readable (None: watch nothing foreign)."""
@@ -218,6 +240,7 @@ class Pool:
         if not self._running:
             return
         self._book.stop_accepting()
+        self.recall()  # queued jobs have not started: they go back to the caller, not down with the pool
         give_up = None if timeout is None else time.monotonic() + timeout
         while not cold and self._book.has_jobs():
             remaining = None if give_up is None else give_up - time.monotonic()
@@ -226,6 +249,9 @@ class Pool:
                 break
             self.poll(remaining)
         self._running = False
+        for pid, child in list(self._children.items()):
+            self._read_pending(pid, child)  # results already sent count, whatever happens to the child
+        self.recall()
         self._events.extend(self._book.close_all())
         self._end_children(cold)
         assert self._selector is not None
@@ -237,15 +263,17 @@ class Pool:
         assert self._selector is not None
         name = self._book.new_name()
         parent_end, child_end = self._context.Pipe(duplex=True)
+        queue = JobQueue()
         process = self._context.Process(
-            target=child_main, args=(child_end, self._handler_factory, self._max_tasks, os.getpid()),
+            target=child_main,
+            args=(child_end, queue.child_end, self._handler_factory, self._max_tasks, os.getpid()),
             name=name, daemon=True,  # daemon: multiprocessing's atexit terminates children we leaked
         )
         with startup_signals_blocked():  # see child.py: the child unblocks once its handlers are set
             process.start()
         child_end.close()  # the child holds its end now; ours would only keep the pipe alive
         self._book.add_child(process.pid, name)
-        self._children[process.pid] = _Child(process, parent_end)
+        self._children[process.pid] = _Child(process, parent_end, queue)
         self._register(parent_end.fileno(), _MESSAGE, process.pid)
         self._register(process.sentinel, _EXIT, process.pid)
 
@@ -281,7 +309,13 @@ class Pool:
         """Turn one child message into bookkeeping updates and events."""
         kind, number = message[0], message[1]
         if kind == "done":
-            return self._book.finished(pid, number, load_result(message[2]), message[3])
+            events: list[PoolEvent] = []
+            queued = self._book.queued_number(pid)
+            # A child that did not take its queued job before answering may still take it: steal it
+            # back first, so that the queue holds what the bookkeeping says. If it is gone, the child has it.
+            if queued is not None and message[4] != queued and self._children[pid].queue.steal() == queued:
+                events += self._book.returned(pid, queued)
+            return events + self._book.finished(pid, number, load_result(message[2]), message[3])
         if kind == "started":
             # CLOCK_MONOTONIC is system-wide on Linux, so the child's reading is comparable to ours and
             # limits count from when the job really began, not from when we got around to reading.
@@ -290,16 +324,24 @@ class Pool:
 
     def _on_exit(self, pid: int) -> None:
         """Handle a child whose sentinel fired: read its last messages first, then reap and forget it."""
-        child = self._children.pop(pid, None)
+        child = self._children.get(pid)
         if child is None:
             return
-        # A recycled child sends its last result and exits at once: read it first or the job looks lost.
-        with contextlib.suppress(EOFError, OSError):
-            while child.conn.poll(0):
-                self._events += self._apply(pid, child.conn.recv())
+        # A job still in its queue never ran: steal it before reading the results that may mention it.
+        unrun = child.queue.steal()
+        if unrun is not None:
+            self._events += self._book.returned(pid, unrun)
+        self._read_pending(pid, child)  # a recycled child sends its last result and exits at once
+        del self._children[pid]
         exitcode = _reap(child.process)
         self._events += self._book.child_exited(pid, exitcode)
         self._close(child)
+
+    def _read_pending(self, pid: int, child: _Child) -> None:
+        """Read every message waiting in a child's pipe, reported by the selector or not."""
+        with contextlib.suppress(EOFError, OSError):
+            while child.conn.poll(0):
+                self._events += self._apply(pid, child.conn.recv())
 
     def _enforce_limits(self) -> None:
         """Signal children whose job passed a time limit: SIGKILL for hard, SIGUSR1 for soft."""
@@ -344,6 +386,7 @@ class Pool:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(child.process.sentinel)
         child.conn.close()
+        child.queue.close()
         if child.process.exitcode is not None:  # close() refuses a child that was never reaped
             child.process.close()
 

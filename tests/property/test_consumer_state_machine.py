@@ -2,9 +2,9 @@
 
 A fake connection plays RabbitMQ's part: it knows which deliveries are unacknowledged, refuses an ack
 of an unknown tag (RabbitMQ closes the channel for that), and records when each message was settled. A
-fake pool runs nothing: the machine decides when jobs finish or their child dies. The model checks
-Celery's ack timing: early ack when a child takes the job, acks_late after the outcome, a lost child
-requeues an ``acks_late`` + ``reject_on_worker_lost`` message, bad messages are dropped at once — and
+fake pool runs nothing: the machine decides when jobs finish, when a child dies and when a job queued
+behind another comes back. The model checks Celery's ack timing: early ack when a child takes the job
+(at once, or when its queued job becomes current), acks_late after the outcome, a lost child requeues an ``acks_late`` + ``reject_on_worker_lost`` message, bad messages are dropped at once — and
 never an ack before the fate is decided, never a message settled twice, never one left behind.
 """
 
@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from minicelery import Celery, protocol, states
 from minicelery.amqp import Delivery
 from minicelery.exceptions import WorkerLostError
-from minicelery.worker import pool as pool_events
+from minicelery.worker import events as pool_events
 from minicelery.worker.consumer import Consumer
 from minicelery.worker.job import JobResult
 
@@ -74,21 +74,38 @@ class FakeConnection:
 
 
 class FakePool:
+    """Children as slots, each with a current job and at most one queued behind it."""
+
     def __init__(self, size: int) -> None:
         self.size = size
-        self.jobs: dict[int, object] = {}
-        self.queued: list[object] = []
+        self.current: dict[int, int] = {}  # slot → job id
+        self.queued: dict[int, int] = {}   # slot → job id
+        self.pending: list[object] = []
 
     def idle_count(self) -> int:
-        return self.size - len(self.jobs)
+        return self.size - len(self.current)
 
-    def submit(self, job_id, payload, *, soft_time_limit=None, time_limit=None, report_start=None) -> int:
-        assert self.idle_count() > 0
-        self.jobs[job_id] = payload
-        return 1000 + job_id
+    def can_take(self, payload) -> bool:
+        return self.idle_count() > 0 or len(self.queued) < len(self.current)
+
+    def submit(self, job_id, payload, *, soft_time_limit=None, time_limit=None, report_start=None,
+               queue=False) -> bool:
+        idle = [slot for slot in range(self.size) if slot not in self.current]
+        if idle:
+            self.current[idle[0]] = job_id
+            return True
+        assert queue and self.can_take(payload)
+        self.queued[next(slot for slot in self.current if slot not in self.queued)] = job_id
+        return False
+
+    def recall(self, limit=None) -> int:
+        slots = sorted(self.queued)[:limit]
+        for slot in slots:
+            self.pending.append(pool_events.JobReturned(self.queued.pop(slot), 1000))
+        return len(slots)
 
     def events(self):
-        events, self.queued = self.queued, []
+        events, self.pending = self.pending, []
         return events
 
 
@@ -130,34 +147,45 @@ class ConsumerMachine(RuleBasedStateMachine):
 
     @rule()
     def tick(self):
-        before = set(self.pool.jobs)
         self.expected.update(self.reported)  # tick handles the pool's events first
         self.reported.clear()
         self.consumer.tick()
         # tick sends acks once a batch is decided; fewer may wait for the loop to go idle
         assert self.consumer.acks.decided() < self.consumer.ack_batch
-        for job_id in set(self.pool.jobs) - before:
-            tag = self.consumer.running[job_id].tag
-            self.job_tag[job_id] = tag
+        for job_id in self.pool.queued.values():
+            self.job_tag[job_id] = self.consumer.running[job_id].tag
+        for job_id in self.pool.current.values():
+            tag = self.job_tag[job_id] = self.consumer.running[job_id].tag
             if self.kind[tag] == "ok":
                 self.expected[tag] = "ack"  # early ack: decided when a child takes it
 
-    @precondition(lambda self: self.pool.jobs)
+    @precondition(lambda self: self.pool.current)
     @rule(data=st.data(), lost=st.booleans())
     def finish(self, data, lost):
-        job_id = data.draw(st.sampled_from(sorted(self.pool.jobs)))
-        del self.pool.jobs[job_id]
+        slot = data.draw(st.sampled_from(sorted(self.pool.current)))
+        job_id = self.pool.current.pop(slot)
+        following = self.pool.queued.pop(slot, None)
         tag = self.job_tag[job_id]
-        if lost:
-            self.pool.queued.append(pool_events.JobLost(job_id, 1000, WorkerLostError("gone")))
-            if self.kind[tag] == "late_requeue":
-                self.reported[tag] = "requeue"
-            elif self.kind[tag] == "late":
-                self.reported[tag] = "ack"
+        if lost:  # the child dies: its queued job, never accepted, is lost with it (it may have taken it)
+            for lost_id in [job_id] + ([] if following is None else [following]):
+                self.pool.pending.append(pool_events.JobLost(lost_id, 1000, WorkerLostError("gone")))
+                lost_tag = self.job_tag[lost_id]
+                self.reported[lost_tag] = "requeue" if self.kind[lost_tag] == "late_requeue" else "ack"
         else:
-            self.pool.queued.append(pool_events.JobDone(job_id, 1000, JobResult(states.SUCCESS, None), 0.0))
+            self.pool.pending.append(pool_events.JobDone(job_id, 1000, JobResult(states.SUCCESS, None), 0.0))
             if self.kind[tag] != "ok":
                 self.reported[tag] = "ack"
+            if following is not None:
+                self.pool.current[slot] = following
+                self.pool.pending.append(pool_events.JobAccepted(following, 1000))
+                if self.kind[self.job_tag[following]] == "ok":
+                    self.reported[self.job_tag[following]] = "ack"  # early ack once its child takes it
+
+    @precondition(lambda self: self.pool.queued)
+    @rule(data=st.data())
+    def queued_job_comes_back(self, data):  # stolen for an idle child, or left by a dead one
+        slot = data.draw(st.sampled_from(sorted(self.pool.queued)))
+        self.pool.pending.append(pool_events.JobReturned(self.pool.queued.pop(slot), 1000))
 
     @invariant()
     def never_settled_before_decided_nor_differently(self):

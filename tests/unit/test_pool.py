@@ -22,16 +22,17 @@ from typing import Any
 import pytest
 
 from minicelery.exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded, WorkerLostError
-from minicelery.worker.pool import (
+from minicelery.worker.events import (
     ChildExited,
-    HandlerError,
+    JobAccepted,
     JobDone,
     JobLost,
+    JobReturned,
     JobStarted,
-    Pool,
     PoolEvent,
     SoftLimitExceeded,
 )
+from minicelery.worker.pool import QUEUE_LIMIT, HandlerError, Pickled, Pool
 
 FACTORY_CALLS = 0
 
@@ -164,9 +165,10 @@ def test_children_are_separate_named_processes_that_run_jobs_concurrently(harnes
         with open(f"/proc/{pid}/stat") as stat:
             assert int(stat.read().rsplit(")", 1)[1].split()[1]) == os.getpid()  # ppid: we are the parent
     assert h.pool.idle_count() == 2
-    pids = {h.pool.submit("a", ("span", 0.4), report_start=True),
-            h.pool.submit("b", ("span", 0.4), report_start=True)}
+    assert h.pool.submit("a", ("span", 0.4), report_start=True) is True  # taken at once
+    assert h.pool.submit("b", ("span", 0.4), report_start=True) is True
     assert h.pool.idle_count() == 0 and set(h.pool.active()) == {"a", "b"}
+    pids = set(h.pool.active().values())
     events = wait_for_events(h, ended("a", "b"))
     a, b = outcome(events, "a").result, outcome(events, "b").result
     assert {a[2], b[2]} == pids and len(pids) == 2
@@ -407,3 +409,116 @@ def test_a_start_is_reported_only_when_asked_or_timed(harness):
     assert not any(isinstance(e, JobStarted) for e in events)
     h.pool.submit("timed", ("span", 0.01), time_limit=30)
     assert any(isinstance(e, JobStarted) for e in wait_for_events(h, ended("timed")))
+
+
+# -- the one-job queue behind a busy child ----------------------------------------------------------------
+
+def kinds(events: list[PoolEvent], job_id: Any) -> list[str]:
+    return [type(e).__name__ for e in events if getattr(e, "job_id", None) == job_id]
+
+
+def test_a_queued_job_runs_next_in_the_same_child_and_is_accepted_when_it_starts(harness):
+    h = harness(concurrency=1)
+    assert h.pool.submit("first", ("span", 0.3)) is True
+    assert h.pool.can_take(Pickled.of(("whoami", None)))
+    assert h.pool.submit("second", ("whoami", None), queue=True) is False  # waits in the child's queue
+    assert h.pool.active() == {"first": h.pool.pids()[0], "second": h.pool.pids()[0]}
+    assert not h.pool.can_take(Pickled.of(("whoami", None)))  # one queued job per child
+    with pytest.raises(RuntimeError):
+        h.pool.submit("third", ("whoami", None), queue=True)
+    events = wait_for_events(h, ended("first", "second"))
+    order = [(type(e).__name__, e.job_id) for e in events if isinstance(e, (JobDone, JobAccepted))]
+    assert order == [("JobDone", "first"), ("JobAccepted", "second"), ("JobDone", "second")]
+    assert outcome(events, "second").result[0] == outcome(events, "first").pid
+
+
+def test_a_job_queued_behind_a_long_one_is_stolen_back_for_an_idle_child(harness):
+    h = harness(concurrency=2)
+    h.pool.submit("long", ("span", 5), report_start=True)
+    h.pool.submit("short", ("span", 0.05))
+    assert h.pool.submit("waiting", ("whoami", None), queue=True) is False
+    long_pid = h.pool.active()["long"]
+    assert h.pool.active()["waiting"] == long_pid  # queued behind the long job, the only one that can take it
+    wait_for_events(h, ended("short"))
+    assert h.pool.idle_count() == 1
+    assert h.pool.recall(1) == 1  # what the worker does when a child is idle and nothing else waits
+    events = wait_for_events(h, lambda events: "JobReturned" in kinds(events, "waiting"))
+    assert kinds(events, "waiting") == ["JobReturned"] and "waiting" not in h.pool.active()
+    h.pool.submit("waiting", ("whoami", None))  # the caller submits it again: the idle child takes it
+    done = outcome(wait_for_events(h, ended("waiting")), "waiting")
+    assert done.result[0] != long_pid and "long" in h.pool.active()  # it did not wait for the long job
+
+
+def test_a_child_that_dies_returns_its_queued_job_unrun(harness):
+    h = harness(concurrency=1)
+    h.pool.submit("doomed", ("span", 0.2), report_start=True)
+    h.pool.submit("behind", ("whoami", None), queue=True)
+    (pid,) = h.pool.pids()
+    wait_for_events(h, started("doomed"))
+    os.kill(pid, signal.SIGKILL)
+    events = wait_for_events(h, lambda events: ended("doomed")(events) and bool(kinds(events, "behind")))
+    assert isinstance(outcome(events, "doomed").error, WorkerLostError)
+    assert kinds(events, "behind") == ["JobReturned"]  # it never ran: the caller may run it elsewhere
+    assert h.pool.active() == {}
+
+
+def test_stopping_returns_queued_jobs_and_ends_running_ones(harness):
+    for cold in (False, True):
+        h = harness(concurrency=1)
+        h.pool.submit("running", ("span", 0.3), report_start=True)
+        h.pool.submit("queued", ("whoami", None), queue=True)
+        wait_for_events(h, started("running"))
+        h.pool.stop(cold=cold)
+        events = h.seen + h.pool.events()
+        assert kinds(events, "queued") == ["JobReturned"]
+        assert isinstance(outcome(events, "running"), JobLost if cold else JobDone)
+
+
+def test_a_payload_too_big_for_the_queue_waits_for_an_idle_child(harness):
+    h = harness(concurrency=1)
+    h.pool.submit("busy", ("span", 0.2))
+    big = Pickled.of(("double", b"x" * QUEUE_LIMIT))
+    assert not h.pool.can_take(big)
+    with pytest.raises(RuntimeError, match="no idle child"):
+        h.pool.submit("big", big, queue=True)
+    assert h.pool.can_take(Pickled.of(("double", b"x" * (QUEUE_LIMIT - 100))))
+    assert not h.pool.can_take(("double", 1))  # not pickled yet: its size is unknown
+    wait_for_events(h, ended("busy"))
+    assert h.pool.can_take(big)
+    assert run_one(h, "big", big).result == b"x" * QUEUE_LIMIT * 2
+
+
+def test_a_queued_jobs_time_limit_counts_from_its_own_start(harness):
+    h = harness(concurrency=1)
+    h.pool.submit("first", ("span", 0.6))
+    h.pool.submit("limited", ("spin", 20), time_limit=0.4, queue=True)
+    events = wait_for_events(h, ended("first", "limited"))
+    first, limited = outcome(events, "first"), outcome(events, "limited")
+    assert isinstance(first, JobDone)  # the limit did not count while the first job ran
+    assert isinstance(limited, JobLost) and isinstance(limited.error, TimeLimitExceeded)
+    assert kinds(events, "limited") == ["JobAccepted", "JobStarted", "JobLost"]
+
+
+def test_many_short_jobs_through_the_queues_each_end_once(harness):
+    """Children that finish before their next job is queued, steals racing a child taking its job: every
+    path of the queue, driven the way the worker drives it, with jobs too short to hide a race."""
+    h = harness(concurrency=2)
+    waiting = list(range(3000))
+    results: dict[int, int] = {}
+    deadline = time.monotonic() + 60
+    while len(results) < 3000:
+        assert time.monotonic() < deadline, f"stuck after {len(results)} results: {h.pool.active()}"
+        h.pool.poll(1.0)
+        for event in h.pool.events():
+            if isinstance(event, JobDone):
+                assert event.job_id not in results, f"job {event.job_id} ended twice"
+                results[event.job_id] = event.result
+            elif isinstance(event, JobReturned):
+                waiting.insert(0, event.job_id)
+            else:
+                assert isinstance(event, JobAccepted), event
+        while waiting and h.pool.can_take(payload := Pickled.of(("double", waiting[0]))):
+            h.pool.submit(waiting.pop(0), payload, queue=True)
+        if h.pool.idle_count() and not waiting:
+            h.pool.recall(h.pool.idle_count())
+    assert results == {n: 2 * n for n in range(3000)}
