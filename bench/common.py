@@ -140,8 +140,12 @@ def median(values: Iterable[float]) -> float:
 
 
 def bench_env(**extra: str) -> dict[str, str]:
-    """The environment for a benchmark subprocess: ``bench/`` and the repo on the path, no bytecode noise."""
+    """The environment for a benchmark subprocess: ``bench/`` and the repo on the path, bytecode cached."""
     env = dict(os.environ)
+    # An installed package (Celery, pika) comes with compiled bytecode; minicelery runs from the tree, so
+    # let it cache its bytecode too, or every worker start would compile it again (about 20 ms) and the
+    # figures would depend on whether an earlier benchmark happened to write the caches.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     # BENCH_LIBRARY_PATH: a directory holding a modified copy of the minicelery package, to measure a
     # change before making it in the tree (it comes first on the path).
     first = [env["BENCH_LIBRARY_PATH"]] if env.get("BENCH_LIBRARY_PATH") else []
