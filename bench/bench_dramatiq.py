@@ -7,6 +7,7 @@ Used by the publish benchmark (``noop.send()``) and by the drain benchmark
 from __future__ import annotations
 
 import os
+import time
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -19,9 +20,15 @@ broker = RabbitmqBroker(host="127.0.0.1", port=5672, heartbeat=120, connection_a
 dramatiq.set_broker(broker)
 
 
+WORK = float(os.environ.get("BENCH_TASK_WORK") or 0)  # as in bench_tasks.py
+
+
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def noop() -> None:
-    """Do nothing."""
+    """Do nothing (or spin for ``WORK`` seconds, like bench_tasks.noop)."""
+    end = time.perf_counter() + WORK
+    while time.perf_counter() < end:
+        pass
 
 
 def queues(name: str = QUEUE) -> tuple[str, str, str]:

@@ -11,6 +11,10 @@ Consumers: the minicelery worker (``-c 2``); plain pika in one process acking ea
 every 4 with ``multiple=True`` (same prefetch, 8, as the worker's ``-c 2 x 4``); Celery's worker
 (``-c 2``, prefork, without gossip/mingle/heartbeat, which minicelery does not have either); Dramatiq
 (``--processes 2 --threads 1``).
+
+With ``work`` (the short-task drain), every task keeps its CPU busy that long (``BENCH_TASK_WORK``):
+what shows then is how long a child waits between two jobs. Plain pika runs no tasks and is left out;
+the workers are compared with Celery.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ def preload(queue: str, count: int, *, python: str, dramatiq: str | None = None)
                  env=bench_env(BENCH_BACKEND=""))
 
 
-def drain_once(label: str, count: int, *, python: str, comparison: str | None,
+def drain_once(label: str, count: int, *, python: str, comparison: str | None, work: float = 0.0,
                timeout: float = 240.0) -> dict[str, Any]:
     """Pre-load a fresh queue, start the consumer, time until the queue is empty; clean up."""
     is_dramatiq = label == "dramatiq"
@@ -77,6 +81,7 @@ def drain_once(label: str, count: int, *, python: str, comparison: str | None,
         if loaded != count:
             raise RuntimeError(f"pre-load put {loaded} messages in {queue}, expected {count}")
         command, env = _consumer_command(label, queue, count, python, comparison)
+        env["BENCH_TASK_WORK"] = repr(work)
         log_path = BENCH_DIR / "results" / f"drain-{label.split()[0]}.log"
         start = time.perf_counter()
         with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
@@ -112,19 +117,23 @@ LABELS = ("pika (ack each)", "pika (ack x4)", "minicelery", "celery", "dramatiq"
 
 
 def run(*, count: int, rounds: int, python: str, comparison: str | None, log: Any = print,
-        labels: tuple[str, ...] = LABELS) -> dict[str, Any]:
-    """Drain ``count`` messages ``rounds`` times per consumer (interleaved); ratios vs pika acking each."""
+        labels: tuple[str, ...] = LABELS, work: float = 0.0) -> dict[str, Any]:
+    """Drain ``count`` messages ``rounds`` times per consumer (interleaved); ratios vs pika acking each
+    and vs Celery. With ``work``, tasks spin that long and plain pika is left out."""
+    if work:
+        labels = tuple(label for label in labels if not label.startswith("pika"))
     labels = tuple(label for label in labels if comparison or label not in ("celery", "dramatiq"))
     seconds: dict[str, list[float]] = {label: [] for label in labels}
     errors: dict[str, str] = {}
-    log(f"drain: {count} messages x {rounds} rounds")
+    log(f"drain: {count} messages x {rounds} rounds" + (f", tasks busy {work * 1000:g} ms" if work else ""))
     for round_number in range(rounds):
         for label in labels:
             if label in errors:
                 continue
             try:
                 result = retrying(functools.partial(drain_once, label, count, python=python,
-                                                    comparison=comparison), log=log, what=f"drain {label}")
+                                                    comparison=comparison, work=work),
+                                  log=log, what=f"drain {label}")
                 seconds[label].append(result["seconds"])
             except Exception as exc:  # noqa: BLE001 - reported in the results, the other consumers go on
                 errors[label] = f"{type(exc).__name__}: {exc}"
@@ -133,8 +142,10 @@ def run(*, count: int, rounds: int, python: str, comparison: str | None, log: An
             f"{label} {values[-1]:.2f} s" for label, values in seconds.items() if values))
     medians = {label: median(values) for label, values in seconds.items() if values}
     reference = medians.get("pika (ack each)")
+    celery = medians.get("celery")
     return {
-        "count": count, "rounds": rounds, "seconds_median": medians,
+        "count": count, "rounds": rounds, "work_s": work, "seconds_median": medians,
+        "speed_vs_celery": {label: celery / value for label, value in medians.items()} if celery else {},
         "rate_per_s": {label: count / value for label, value in medians.items()},
         "ratio_vs_pika": {label: reference / value for label, value in medians.items()} if reference else {},
         "seconds": seconds, "errors": errors,

@@ -31,10 +31,15 @@ RESULTS = common.BENCH_DIR / "results"
 
 #: (count or runs, rounds) per benchmark, full and quick.
 PLANS = {
-    "full": {"publish": (10_000, 5), "import": (20, 1), "drain": (10_000, 5), "roundtrip": (500, 3)},
-    "quick": {"publish": (2_000, 3), "import": (8, 1), "drain": (3_000, 2), "roundtrip": (150, 1)},
+    "full": {"publish": (10_000, 5), "import": (20, 1), "drain": (10_000, 5), "drain_short": (6_000, 5),
+             "roundtrip": (500, 3)},
+    "quick": {"publish": (2_000, 3), "import": (8, 1), "drain": (3_000, 2), "drain_short": (2_000, 2),
+              "roundtrip": (150, 1)},
 }
-BENCHMARKS = ("publish", "import", "drain", "roundtrip")
+BENCHMARKS = ("publish", "import", "drain", "drain_short", "roundtrip")
+
+#: CPU seconds each task of the short-task drain spends.
+SHORT_TASK = 0.0005
 
 
 def _versions(python: str) -> dict[str, str]:
@@ -95,6 +100,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         count, rounds = plan["drain"]
         results["drain"] = drain.run(count=count, rounds=rounds, python=python, comparison=comparison,
                                      log=log)
+    if "drain_short" in selected:
+        import drain
+
+        count, rounds = plan["drain_short"]
+        results["drain_short"] = drain.run(count=count, rounds=rounds, python=python, comparison=comparison,
+                                           log=log, work=SHORT_TASK)
     if "roundtrip" in selected:
         import roundtrip
 
@@ -145,6 +156,15 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                         f"{ratios.get(label, float('nan')):.2f}x", verdict))
         for label, error in drain.get("errors", {}).items():
             out.append(("drain (speed)", label, "FAILED", "", error[:60]))
+    short = results.get("drain_short")
+    if short:
+        for label, seconds in short["seconds_median"].items():
+            speedup = short.get("speed_vs_celery", {}).get(label)
+            out.append((f"drain {short['work_s'] * 1000:g} ms tasks", label,
+                        f"{seconds:.2f} s ({short['rate_per_s'][label]:,.0f}/s)", "",
+                        f"{speedup:.2f}x Celery" if speedup and label != "celery" else ""))
+        for label, error in short.get("errors", {}).items():
+            out.append(("drain short tasks", label, "FAILED", "", error[:60]))
     roundtrip = results.get("roundtrip")
     if roundtrip:
         latency = roundtrip["latency_median_ms"]
