@@ -189,15 +189,15 @@ def _next_job(channel: Channel, take: Taker, parent: int) -> tuple[Job | None, J
     process died)."""
     # Siblings forked later inherit the main process's end of this pipe, so EOF alone cannot tell us
     # the main process died; a reparented child (getppid changed) is an orphan and must go.
+    pipe = channel.fileno()
     while True:
-        if channel.poll(0):
+        readable, _, _ = select.select([pipe, take.fileno()], [], [], PARENT_CHECK_INTERVAL)
+        if pipe in readable:
             return _receive(channel), None
-        queued = take()
-        if queued is not None:
+        if readable and (queued := take()) is not None:
             # A job on the pipe went to this child while it was idle, so it comes before any queued one;
-            # the pool writes it first, so if it arrived since the check above it is readable now.
-            return (_receive(channel), queued) if channel.poll(0) else (queued, None)
-        readable, _, _ = select.select([channel.fileno(), take.fileno()], [], [], PARENT_CHECK_INTERVAL)
+            # the pool writes it first, so if it arrived since the select above it is readable now.
+            return (_receive(channel), queued) if select.select([pipe], [], [], 0)[0] else (queued, None)
         if not readable and os.getppid() != parent:
             return None, None
 
