@@ -18,7 +18,6 @@ counterpart is ``celery.apps.worker`` with ``celery.worker.consumer.Consumer``'s
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import os
 import platform
@@ -132,13 +131,14 @@ class Worker:
         # Fork before connecting: pika is not imported yet, so no child carries it (~7 MB each).
         self.pool.start()
         try:
-            self._connect_on_startup()
-            self.consumer = Consumer(self.app, self.pool, hostname=self.hostname,
-                                     prefetch_count=self.prefetch_count, time_limits=self.time_limits)
+            # Before connecting, so that a shutdown signal while waiting for the broker is one too.
             self._install_signal_handlers()
-            self._consume()
-            logger.info("%s ready.", self.hostname)
-            self._loop()
+            if self._connect_on_startup():
+                self.consumer = Consumer(self.app, self.pool, hostname=self.hostname,
+                                         prefetch_count=self.prefetch_count, time_limits=self.time_limits)
+                self._consume()
+                logger.info("%s ready.", self.hostname)
+                self._loop()
         finally:
             self._close()
         return 1 if self.stopping == "cold" else 0
@@ -150,8 +150,9 @@ class Worker:
         for name in tuple(conf.imports or ()) + tuple(conf.include or ()):
             import_object(name)
 
-    def _connect_on_startup(self) -> None:
-        """Connect before anything is forked; retry only if ``broker_connection_retry_on_startup``.
+    def _connect_on_startup(self) -> bool:
+        """Connect, retrying only if ``broker_connection_retry_on_startup``; return False if a shutdown
+        signal came while waiting to retry.
 
         Celery retries by default; minicelery fails fast with one clear paragraph instead, unless
         asked to retry, because a worker that silently waits for a mistyped URL helps nobody.
@@ -160,19 +161,28 @@ class Worker:
         # 0 or None means "retry forever", as in Celery.
         retries = conf.broker_connection_max_retries or None
         attempts = retries if conf.broker_connection_retry_on_startup else 1
-        for attempt in itertools.count(1):
+        attempt = 0
+        while True:
+            attempt += 1
             self.connection = self._connection()
             try:
                 self.connection.connect()
-                return
+                return True
             except OperationalError as exc:
+                if self.stopping is not None:
+                    return False
                 if attempts is not None and attempt >= attempts:
                     raise
                 delay = min(2.0 * attempt, 30.0)
                 url = mask_broker_url(conf.broker_url, "**")
                 logger.error("consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds... "
                              "(%s/%s)", url, _reason(exc, url), delay, attempt, attempts)
-                time.sleep(delay)
+                deadline = time.monotonic() + delay
+                while self.stopping is None and (remaining := deadline - time.monotonic()) > 0:
+                    assert self.pool is not None
+                    self.pool.poll(min(remaining, LOOP_INTERVAL))  # children that die are replaced
+                if self.stopping is not None:
+                    return False
 
     def _connection(self) -> WorkerConnection:
         from ..amqp import WorkerConnection  # here: the pool forks before pika is loaded

@@ -7,6 +7,7 @@ to synchronise: tests wait on a result, on a line of the worker's output, on a q
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -18,6 +19,7 @@ import uuid
 import pytest
 from broker_admin import delete_queues, ready_count
 from cli_support import LOG_LINE, WorkerProcess, run_cli, wait_for_count
+from worker_support import child_pids
 
 from minicelery import Celery
 
@@ -129,11 +131,17 @@ def test_retry_on_startup_gives_up_after_max_retries():
                                          "[Errno 111] Connection refused"), done
 
 
-def test_zero_max_retries_means_retry_forever(workers):
+def test_zero_max_retries_means_retry_forever_until_a_warm_shutdown(workers):
     env = {"CTASKS_RETRY_ON_STARTUP": "1", "CTASKS_MAX_RETRIES": "0"}
-    worker = workers(["-A", "ctasks", "-b", "amqp://guest:guest@127.0.0.1:1//", "worker", "-c", "1"], env=env)
+    worker = workers(["-A", "ctasks", "-b", "amqp://guest:guest@127.0.0.1:1//", "worker", "-c", "2"], env=env)
     worker.wait_for_line(r"^Trying again in 4\.00 seconds\.\.\. \(2/None\)$", timeout=15)
     assert worker.proc.poll() is None
+    children = child_pids(worker.pid)
+    assert len(children) == 2, children
+    worker.signal(signal.SIGTERM)  # in the middle of the 4 s wait: a warm shutdown, not death by signal
+    assert worker.wait(timeout=10) == 0, worker.output()
+    assert "worker: Warm shutdown (MainProcess)" in worker.stdout()
+    assert not [pid for pid in children if os.path.exists(f"/proc/{pid}")], "children left behind"
 
 
 # -- the worker: banner, logs, -A placement and lookup, -n, -Q ---------------------------------------
