@@ -119,7 +119,7 @@ class WorkerProcess:
         # worker's process group holds exactly the worker and its pool children.
         self.proc = subprocess.Popen(command, env=cli_env(env), cwd=cwd or HERE, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+                                     errors="replace", start_new_session=True)
         self.out = _Reader(self.proc.stdout, "stdout")
         self.err = _Reader(self.proc.stderr, "stderr")
         self.out.start()

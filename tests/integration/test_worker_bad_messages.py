@@ -86,7 +86,7 @@ def test_bad_message_is_refused_and_the_worker_keeps_serving(shared_worker, clie
         assert repr(info.value) == ("Task of kind 'wtasks.nope' never registered, please make sure it's "
                                     "imported.")
 
-    shared_worker.wait_for_line(log_pattern.replace("{id}", task_id), after=mark)
+    shared_worker.wait_for_line(log_pattern.replace("{id}", task_id), start=mark)
     # The worker keeps serving.
     assert wtasks.add.apply_async((2, 3), queue=shared_worker.queue).get(timeout=TIMEOUT) == 5
     # Nothing was requeued: the queue holds nothing, ready or unacknowledged.

@@ -245,5 +245,5 @@ def test_ignore_result_returns_none_at_once_and_still_runs(shared_worker, client
 def test_log_lines_name_the_task_and_its_id(shared_worker, client_app):
     result = _send(wtasks.add, shared_worker, (20, 22))
     assert result.get(timeout=TIMEOUT) == 42
-    line = shared_worker.wait_for_line(rf"Task wtasks\.add\[{result.id}\] succeeded").string
+    line = shared_worker.wait_for_line(rf"Task wtasks\.add\[{result.id}\] succeeded")[0].string
     assert re.match(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}: INFO/ForkPoolWorker-\d+\] ", line), line

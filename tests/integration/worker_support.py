@@ -1,7 +1,7 @@
 """Running real ``python -m minicelery -A wtasks worker`` processes for the worker integration tests.
 
-* :class:`WorkerProcess`: one worker subprocess. A thread reads its stderr (the log) line by line, so a
-  test can wait for a line with :meth:`WorkerProcess.wait_for_line` instead of sleeping.
+* :class:`WorkerProcess`: one worker subprocess (a ``cli_support.WorkerProcess`` running ``-A wtasks`` on
+  one queue), so a test can wait for a log line with ``wait_for_line`` instead of sleeping.
 * ``start_worker``: a fixture, a factory of workers on fresh queues; every worker is stopped (SIGTERM, then
   SIGQUIT, then SIGKILL) and every queue deleted at teardown.
 * ``counter_file``: a fresh file path that counting tasks append to; :func:`count_runs` reads it.
@@ -21,18 +21,15 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cli_support
 import pytest
 from broker_admin import BROKER_URL, delete_queues
-
-HERE = Path(__file__).resolve().parent
 
 #: How long a worker may take to log ``ready.``.
 START_TIMEOUT = 30.0
@@ -43,8 +40,8 @@ def unique_name(prefix: str = "w") -> str:
     return f"minicelery-{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-class WorkerProcess:
-    """A worker subprocess whose stderr is collected line by line in a background thread.
+class WorkerProcess(cli_support.WorkerProcess):
+    """A ``-A wtasks`` worker on one queue (its stdout and stderr read as in :mod:`cli_support`).
 
     Args:
         queue: the queue to consume (``-Q``); also ``WTASKS_QUEUE`` for the task module.
@@ -59,92 +56,30 @@ class WorkerProcess:
                  loglevel: str = "INFO") -> None:
         self.queue = queue
         self.hostname = hostname or f"w-{uuid.uuid4().hex[:8]}@%h"
-        environment = dict(os.environ)
-        environment.update({"WTASKS_QUEUE": queue, "WTASKS_BROKER": BROKER_URL, "PYTHONUNBUFFERED": "1",
-                            "PYTHONPATH": os.pathsep.join(
-                                p for p in (str(HERE), environment.get("PYTHONPATH", "")) if p)})
-        environment.update(env or {})
-        self.argv = [sys.executable, "-m", "minicelery", "-A", "wtasks", "worker", "-l", loglevel,
-                     "-c", str(concurrency), "-Q", queue, "-n", self.hostname, *extra_args]
-        self.lines: list[str] = []
-        self.stdout_lines: list[str] = []
-        self._changed = threading.Condition()
-        self._eof = False
-        self.proc = subprocess.Popen(self.argv, cwd=HERE, env=environment, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     errors="replace", bufsize=1)
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stderr, self.lines, True), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout_lines, False),
-                             daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
+        super().__init__(["-A", "wtasks", "worker", "-l", loglevel, "-c", str(concurrency), "-Q", queue,
+                          "-n", self.hostname, *extra_args],
+                         env={"WTASKS_QUEUE": queue, "WTASKS_BROKER": BROKER_URL, **(env or {})})
 
     @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def _read(self, stream: Any, into: list[str], is_log: bool) -> None:
-        for line in iter(stream.readline, ""):
-            with self._changed:
-                into.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            if is_log:
-                self._eof = True
-            self._changed.notify_all()
-
-    # -- the log ------------------------------------------------------------------------------------
+    def lines(self) -> list[str]:
+        """The log (stderr) lines read so far."""
+        with self.err.changed:
+            return list(self.err.lines)
 
     @property
     def log(self) -> str:
         """Everything the worker logged so far (stderr), as one string."""
-        with self._changed:
-            return "\n".join(self.lines)
-
-    def mark(self) -> int:
-        """The number of log lines so far: pass it as ``after`` to look only at later lines."""
-        with self._changed:
-            return len(self.lines)
+        return self.stderr()
 
     def find(self, pattern: str, after: int = 0) -> list[str]:
         """Every log line from index ``after`` on that matches ``pattern`` (``re.search``)."""
         regex = re.compile(pattern)
-        with self._changed:
-            return [line for line in self.lines[after:] if regex.search(line)]
-
-    def wait_for_line(self, pattern: str, timeout: float = 10.0, after: int = 0) -> re.Match[str]:
-        """Wait until a log line from index ``after`` on matches ``pattern``; return the match.
-
-        Raises:
-            AssertionError: no such line within ``timeout`` s, or the worker exited first (the log is
-                shown).
-        """
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        checked = after
-        with self._changed:
-            while True:
-                for line in self.lines[checked:]:
-                    match = regex.search(line)
-                    if match:
-                        return match
-                checked = max(checked, len(self.lines))
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._eof:
-                    break
-                self._changed.wait(remaining)
-        raise AssertionError(f"no log line matching {pattern!r} within {timeout}s "
-                             f"(worker {'exited ' + str(self.proc.poll()) if self._eof else 'running'});"
-                             f" log:\n{self.log[-6000:]}")
+        return [line for line in self.lines[after:] if regex.search(line)]
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> WorkerProcess:
         """Wait for ``<hostname> ready.``."""
-        self.wait_for_line(r"\] \S+@\S+ ready\.", timeout)
+        self.ready(timeout)
         return self
-
-    # -- processes ----------------------------------------------------------------------------------
 
     def children(self) -> list[int]:
         """The pids of the worker's live child processes."""
@@ -163,11 +98,7 @@ class WorkerProcess:
                 self.proc.wait(wait)
             except subprocess.TimeoutExpired:
                 continue
-        for reader in self._readers:
-            reader.join(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        self.kill()  # reads the output to its end and closes the pipes; a no-op signal once it exited
         return self.proc.poll()
 
 
