@@ -35,6 +35,10 @@ def panels(results: dict[str, Any]) -> list[tuple[str, dict[str, float], str, fl
     if "drain" in results and results["drain"]["ratio_vs_pika"]:
         out.append(("drain 10k noop tasks\nspeed vs pika acking each (higher is better)",
                     results["drain"]["ratio_vs_pika"], "up", 0.65))
+    if results.get("drain_short", {}).get("speed_vs_celery"):
+        short = results["drain_short"]
+        out.append((f"drain {short['count'] / 1000:g}k tasks busy {short['work_s'] * 1000:g} ms\n"
+                    "speed vs Celery (higher is better)", short["speed_vs_celery"], "up", None))
     if "roundtrip" in results:
         rt = results["roundtrip"]
         if rt["latency_ratio_vs_pika"]:
