@@ -308,8 +308,8 @@ class Consumer:
         if self.accepting:
             self.ready.extendleft(reversed(current))
         else:
-            for request in current:  # never accepted, so never acked: back to the queue
-                self.acks.reject(request.tag, requeue=True)
+            for request in (request for request in current if self.acks.is_open(request.tag)):
+                self.acks.reject(request.tag, requeue=True)  # never accepted, so never acked
 
     def _started(self, request: Request | None, pid: int) -> None:
         if request is not None and request.task.track_started and request.job.send_result:

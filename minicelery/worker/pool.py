@@ -142,8 +142,8 @@ class Pool:
 
     def can_take(self, payload: Any) -> bool:
         """Say whether :meth:`submit` with ``queue=True`` has room for ``payload`` now."""
-        if not self._running or not self._book.accepting or self._book.idle_count():
-            return self.idle_count() > 0
+        if self.idle_count():
+            return True
         # A payload not pickled yet has no known size: it waits for an idle child.
         return type(payload) is Pickled and len(payload.blob) <= QUEUE_LIMIT and self._book.can_queue()
 
@@ -231,6 +231,7 @@ class Pool:
 
         Warm (the default) stops accepting jobs, waits for the running ones to end, then asks each child to
         exit. Cold terminates the children at once; their jobs are reported as ``JobLost(Terminated)``.
+        Either way, queued jobs that no child has taken come back as ``JobReturned``.
         Either way the events of the jobs that ended stay queued for :meth:`events`.
 
         Args:
