@@ -166,6 +166,20 @@ def test_autoretry_exhausted_raises_the_original_exception(start_worker, client_
 
 # -- countdown, ETA, expiry ------------------------------------------------------------------------------
 
+def test_a_long_task_holds_up_no_task_another_child_could_run(start_worker, client_app, tmp_path):
+    """Celery's ``-O fair``: while one child is held by a long task, every other task runs in the other
+    child, including the one the worker queued behind the long task (it is stolen back)."""
+    worker = start_worker(concurrency=2)
+    gate = tmp_path / "gate"
+    held = _send(wtasks.hold, worker, (str(gate),))
+    shorts = [_send(wtasks.getpid, worker) for _ in range(6)]
+    pids = {short.get(timeout=TIMEOUT) for short in shorts}  # all of them, with the gate still closed
+    assert not held.ready() and not gate.exists()
+    assert len(pids) == 1 and pids <= set(worker.children()), pids
+    gate.touch()
+    assert held.get(timeout=TIMEOUT) in set(worker.children()) - pids
+
+
 def test_countdown_task_does_not_block_the_only_child_nor_the_prefetch_window(start_worker, client_app):
     # -c 1 with a prefetch window of 1: were the held message counted against it, or did it hold the child,
     # the immediate task could not run before the countdown ends.

@@ -79,6 +79,17 @@ def getpid():
 
 
 @app.task
+def hold(gate, timeout=30.0):
+    """Run until the file ``gate`` exists (the test creates it); return the child's pid."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the gate {gate} was not opened within {timeout}s")
+        time.sleep(0.02)  # the task's own work: wait for the test to open the gate
+    return os.getpid()
+
+
+@app.task
 def loaded(*modules):
     """Which of ``modules`` this process has imported."""
     return sorted(name for name in modules if name in sys.modules)
