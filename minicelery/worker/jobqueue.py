@@ -4,8 +4,8 @@ Each child has one, beside its pipe, so that it goes from one job to the next wi
 main process. It is a ``SOCK_SEQPACKET`` socket pair of which the main process keeps both ends. A
 datagram socket hands each message whole to exactly one reader, so the main process can read a queued
 job back out of the child's end ("steal" it) — for an idle child, or after the child died — and know
-for sure whether the child had taken it. Celery counterpart: none; billiard's per-child pipes under
-``-O fast`` hold jobs that cannot be taken back, which is why Celery defaults to ``-O fair``.
+for sure whether the child had taken it. Celery counterpart: none; a job in one of billiard's per-child
+pipes cannot be taken back, which is why Celery's ``-O fair`` writes a job only to an idle child.
 """
 
 from __future__ import annotations
