@@ -86,6 +86,22 @@ def test_child_death_fails_the_task_with_worker_lost_error(start_worker, client_
     wait_queue_settled(worker.queue)
 
 
+def test_the_task_queued_behind_a_dying_one_runs_in_the_replacement_child(start_worker, client_app, tmp_path):
+    worker = start_worker(concurrency=1)
+    (dying_child,) = worker.children()
+    gate = tmp_path / "gate"
+    doomed = _send(wtasks.kill_at_gate, worker, (str(gate),))
+    behind = _send(wtasks.getpid, worker)
+    worker.wait_for_line(rf"Task wtasks\.getpid\[{behind.id}\] received")  # queued behind the doomed one
+    gate.touch()
+    with pytest.raises(WorkerLostError, match=r"signal 9 \(SIGKILL\)"):
+        doomed.get(timeout=TIMEOUT)
+    ran_in = behind.get(timeout=TIMEOUT)  # it never ran in the dead child: it was taken back, not lost
+    assert ran_in != dying_child and worker.children() == [ran_in]
+    assert len(worker.find(rf"Task wtasks\.getpid\[{behind.id}\] succeeded")) == 1
+    wait_queue_settled(worker.queue)
+
+
 def test_reject_on_worker_lost_requeues_the_message(start_worker, client_app, counter_file):
     # kill_first_delivery has acks_late=True, reject_on_worker_lost=True: its child dies on the first
     # delivery, the message goes back to the queue, and the redelivered message succeeds.

@@ -78,14 +78,18 @@ def getpid():
     return os.getpid()
 
 
-@app.task
-def hold(gate, timeout=30.0):
-    """Run until the file ``gate`` exists (the test creates it); return the child's pid."""
+def _wait_for(gate, timeout):
     deadline = time.monotonic() + timeout
     while not os.path.exists(gate):
         if time.monotonic() > deadline:
             raise TimeoutError(f"the gate {gate} was not opened within {timeout}s")
         time.sleep(0.02)  # the task's own work: wait for the test to open the gate
+
+
+@app.task
+def hold(gate, timeout=30.0):
+    """Run until the file ``gate`` exists (the test creates it); return the child's pid."""
+    _wait_for(gate, timeout)
     return os.getpid()
 
 
@@ -197,6 +201,13 @@ def exit_child():
 
 @app.task
 def kill_self():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task
+def kill_at_gate(gate, timeout=30.0):
+    """SIGKILL its own child once the file ``gate`` exists."""
+    _wait_for(gate, timeout)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
