@@ -6,11 +6,10 @@ does); sleeps appear only inside job bodies, to simulate work.
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import json
 import multiprocessing
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -374,32 +373,36 @@ os.kill(os.getpid(), signal.SIGKILL)  # die without any chance to stop the pool
 """
 
 
+# Runs ORPHAN_SCRIPT as its child after becoming the "subreaper" of its descendants
+# (PR_SET_CHILD_SUBREAPER), so that the pool children the script leaves behind are reparented to it and
+# waited for here, instead of to this container's init, which may never reap them (zombies).
+SUBREAPER = """
+import ctypes, json, os, subprocess, sys, time
+assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+script = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE, text=True)
+pids = [int(pid) for pid in script.stdout.readline().split()]
+code = script.wait(30)
+exited, deadline = {}, time.monotonic() + 10
+while len(exited) < len(pids) and time.monotonic() < deadline:
+    pid, status = os.waitpid(-1, os.WNOHANG)
+    if pid:
+        exited[pid] = os.waitstatus_to_exitcode(status)
+    else:
+        time.sleep(0.01)  # polling interval of a wait with a deadline
+for pid in set(pids) - set(exited):  # still running after 10 s: the test fails; leave nothing behind
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+print(json.dumps({"script": code, "children": pids, "exited": list(exited)}))
+"""
+
+
 def test_children_exit_when_the_main_process_dies():
-    script = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT], stdout=subprocess.PIPE, text=True)
-    assert script.stdout is not None
-    pids = [int(pid) for pid in script.stdout.readline().split()]
-    assert script.wait(timeout=30) == -signal.SIGKILL and len(pids) == 2
-    try:
-        for pid in pids:
-            assert wait_gone(pid, timeout=10), f"orphaned child {pid} is still running"
-    finally:
-        script.stdout.close()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def wait_gone(pid: int, timeout: float) -> bool:
-    """Wait for a process that is not our child to exit (a pidfd turns readable when it does)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True  # already gone and reaped
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout)
-    finally:
-        os.close(fd)
-    return bool(readable)
+    done = subprocess.run([sys.executable, "-c", SUBREAPER, ORPHAN_SCRIPT], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["script"] == -signal.SIGKILL and len(report["children"]) == 2, report
+    assert sorted(report["exited"]) == sorted(report["children"]), f"orphaned children still ran: {report}"
 
 
 def test_a_start_is_reported_only_when_asked_or_timed(harness):
