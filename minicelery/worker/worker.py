@@ -177,10 +177,7 @@ class Worker:
                 url = mask_broker_url(conf.broker_url, "**")
                 logger.error("consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds... "
                              "(%s/%s)", url, _reason(exc, url), delay, attempt, attempts)
-                deadline = time.monotonic() + delay
-                while self.stopping is None and (remaining := deadline - time.monotonic()) > 0:
-                    assert self.pool is not None
-                    self.pool.poll(min(remaining, LOOP_INTERVAL))  # children that die are replaced
+                self._serve_children(delay, until=("warm", "cold"))
                 if self.stopping is not None:
                     return False
 
@@ -283,17 +280,19 @@ class Worker:
                 url = mask_broker_url(conf.broker_url, "**")
                 logger.error("consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds... "
                              "(%s/%s)", url, _reason(error, url), delay, attempt, limit)
-                self._wait_while_disconnected(delay)
+                self._serve_children(delay, until=("cold",))
                 if self.stopping == "warm" and not self.consumer.running:
                     return
 
-    def _wait_while_disconnected(self, delay: float) -> None:
-        """Keep collecting finished tasks while waiting to reconnect."""
-        assert self.consumer is not None and self.pool is not None
+    def _serve_children(self, delay: float, until: tuple[str, ...]) -> None:
+        """Wait ``delay`` s without the broker (or until a shutdown in ``until`` is asked for), still
+        serving the children: results collected, dead children replaced, time limits enforced."""
+        assert self.pool is not None
         deadline = time.monotonic() + delay
-        while self.stopping != "cold" and (remaining := deadline - time.monotonic()) > 0:
+        while self.stopping not in until and (remaining := deadline - time.monotonic()) > 0:
             self.pool.poll(min(remaining, LOOP_INTERVAL))
-            self.consumer.handle_pool_events(self.pool.events())
+            if self.consumer is not None:  # None while the first connection is still being made
+                self.consumer.handle_pool_events(self.pool.events())
 
     # -- shutdown ---------------------------------------------------------------------------------------
 
