@@ -145,10 +145,7 @@ class Bookkeeping:
             RuntimeError: the pool is stopping, or no child is idle.
             ValueError: a job with this id is still running.
         """
-        if not self.accepting:
-            raise RuntimeError("the pool is stopping and accepts no more jobs")
-        if job_id in self._jobs:
-            raise ValueError(f"job {job_id!r} is already running in child {self._jobs[job_id]}")
+        self._check_new(job_id)
         if not self._idle:
             raise RuntimeError("no idle child: submit only while idle_count() > 0")
         pid = next(iter(self._idle))
@@ -171,10 +168,7 @@ class Bookkeeping:
             RuntimeError: the pool is stopping, or no busy child can queue a job (see :meth:`can_queue`).
             ValueError: a job with this id is still running.
         """
-        if not self.accepting:
-            raise RuntimeError("the pool is stopping and accepts no more jobs")
-        if job_id in self._jobs:
-            raise ValueError(f"job {job_id!r} is already running in child {self._jobs[job_id]}")
+        self._check_new(job_id)
         slot = self._queue_slot()
         if slot is None:
             raise RuntimeError("no child can queue a job: check can_queue() first")
@@ -311,6 +305,13 @@ class Bookkeeping:
         if slot is None or slot.job is None or slot.job.number != number:
             return None
         return slot.job
+
+    def _check_new(self, job_id: Hashable) -> None:
+        """Refuse a job while stopping, or one whose id is still given to a child."""
+        if not self.accepting:
+            raise RuntimeError("the pool is stopping and accepts no more jobs")
+        if job_id in self._jobs:
+            raise ValueError(f"job {job_id!r} is already running in child {self._jobs[job_id]}")
 
     def _queue_slot(self) -> _Slot | None:
         """The busy child to queue a job behind: one with no queued job whose current job is not its
