@@ -94,18 +94,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         runs, _ = plan["import"]
         results["import"] = startup.run(runs=runs, python=python, comparison=comparison, log=log)
-    if "drain" in selected:
-        import drain
+    for name, work in (("drain", 0.0), ("drain_short", SHORT_TASK)):
+        if name in selected:
+            import drain
 
-        count, rounds = plan["drain"]
-        results["drain"] = drain.run(count=count, rounds=rounds, python=python, comparison=comparison,
-                                     log=log)
-    if "drain_short" in selected:
-        import drain
-
-        count, rounds = plan["drain_short"]
-        results["drain_short"] = drain.run(count=count, rounds=rounds, python=python, comparison=comparison,
-                                           log=log, work=SHORT_TASK)
+            count, rounds = plan[name]
+            results[name] = drain.run(count=count, rounds=rounds, python=python, comparison=comparison,
+                                      log=log, work=work)
     if "roundtrip" in selected:
         import roundtrip
 
