@@ -238,10 +238,13 @@ class MemoryConnection:
         """See :meth:`Connection.consume <minicelery.transport.Connection.consume>`."""
         self._check()
         with self._broker.lock:
-            if queue not in self._broker.queues:
-                raise OperationalError(f"memory:// has no queue {queue!r}: declare it first", url=self.url,
-                                       reason="404 NOT_FOUND")
-            self._broker.queues[queue].consumers.append(self)
+            found = self._broker.queues.get(queue)
+            if found is not None:
+                found.consumers.append(self)
+        if found is None:  # RabbitMQ closes the channel for this (404), so the connection is closed too
+            self.close()
+            raise OperationalError(f"memory:// has no queue {queue!r}: declare it first", url=self.url,
+                                   reason="404 NOT_FOUND")
         self._consumers[queue] = (on_message, on_cancel)
         self.nudge()
         return f"ctag-{queue}"

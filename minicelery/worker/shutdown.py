@@ -18,8 +18,9 @@ __all__ = ["Shutdown"]
 class Shutdown:
     """None until a shutdown is asked for, then ``'warm'`` (finish running tasks) or ``'cold'`` (stop now)."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
         self.mode: str | None = None
+        self.announce = announce  # print Celery's lines ("worker: Warm shutdown (MainProcess)")
 
     def install(self) -> None:
         """Handle SIGTERM (warm), SIGINT (warm, then cold) and SIGQUIT (cold) in this process."""
@@ -30,31 +31,32 @@ class Shutdown:
     def warm(self) -> None:
         """Ask for a warm shutdown (no effect once any shutdown was asked for)."""
         if self.mode is None:
-            _say("worker: Warm shutdown (MainProcess)")
+            self._say("worker: Warm shutdown (MainProcess)")
             self.mode = "warm"
 
     def cold(self) -> None:
         """Ask for a cold shutdown."""
         if self.mode != "cold":
-            _say("worker: Cold shutdown (MainProcess)")
+            self._say("worker: Cold shutdown (MainProcess)")
             self.mode = "cold"
+
+    def _say(self, text: str) -> None:
+        """Write a line to stdout, also from a signal handler (``os.write`` is safe there, ``print`` not)."""
+        if self.announce:
+            os.write(1, (text + "\n").encode())
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self.warm()
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         if self.mode is None:
-            _say("worker: Hitting Ctrl+C again will initiate cold shutdown, terminating all running tasks!")
+            self._say("worker: Hitting Ctrl+C again will initiate cold shutdown, terminating all running "
+                      "tasks!")
             self.warm()
         else:
-            _say("worker: Hitting Ctrl+C again will terminate all running tasks!")
+            self._say("worker: Hitting Ctrl+C again will terminate all running tasks!")
             self.cold()
 
     def _on_sigquit(self, signum: int, frame: FrameType | None) -> None:
-        _say("worker: Hitting Ctrl+C again will terminate all running tasks!")
+        self._say("worker: Hitting Ctrl+C again will terminate all running tasks!")
         self.cold()
-
-
-def _say(text: str) -> None:
-    """Write a line to stdout from a signal handler (``os.write`` is safe there; ``print`` is not)."""
-    os.write(1, (text + "\n").encode())

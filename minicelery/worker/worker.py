@@ -88,7 +88,7 @@ class Worker:
                             soft_time_limit if soft_time_limit is not None else conf.task_soft_time_limit)
         self.handle_signals = handle_signals
         self.print_banner = banner
-        self.shutdown = Shutdown()
+        self.shutdown = Shutdown(announce=handle_signals)
         #: Set once the consumer is connected and consuming (for whoever started this worker in a thread).
         self.ready = threading.Event()
         self.pool: Pool | None = None
