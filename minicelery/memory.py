@@ -182,6 +182,7 @@ class MemoryTransport:
         """See :meth:`Transport.purge <minicelery.transport.Transport.purge>`."""
         count = 0
         with self._broker.lock:
+            self._broker._pump()  # noqa: SLF001 - what forked children published is waiting too
             for name in queues:
                 queue = self._broker.queues.get(name)
                 if queue is not None:

@@ -50,8 +50,7 @@ class AmqpConnection:
         self._channel: Any = None
         self._lost: BaseException | None = None  # why the connection or channel closed, once it did
         self._watched: tuple[int, Callable[[], None]] | None = None
-        self._queues: dict[str, str] = {}  # consumer tag → queue
-        self._on_cancel: Callable[[str], None] = lambda queue: None
+        self._queues: dict[str, tuple[str, Callable[[str], None]]] = {}  # consumer tag → queue, on_cancel
 
     @property
     def is_open(self) -> bool:
@@ -114,8 +113,7 @@ class AmqpConnection:
 
         self._check()
         tag = self._call(self._channel.basic_consume, queue, deliver, auto_ack=False).method.consumer_tag
-        self._queues[tag] = queue
-        self._on_cancel = on_cancel
+        self._queues[tag] = (queue, on_cancel)
         return str(tag)
 
     def cancel_all(self) -> None:
@@ -158,7 +156,9 @@ class AmqpConnection:
         timer = ioloop.call_later(max(0.0, timeout), ioloop.stop)
         try:
             ioloop.start()
-        except (*PIKA_ERRORS, OSError) as exc:
+        except (*PIKA_ERRORS, OSError, RecursionError) as exc:
+            # RecursionError: pika's decoder met a header table nested too deep to decode; what it read
+            # is lost with the connection, and the broker redelivers the message.
             self._lost = self._lost or exc
         finally:
             ioloop.remove_timeout(timer)
@@ -225,9 +225,10 @@ class AmqpConnection:
         self._connection.ioloop.stop()
 
     def _on_cancelled(self, frame: Any) -> None:
-        queue = self._queues.pop(frame.method.consumer_tag, None)
-        if queue is not None:
-            self._on_cancel(queue)
+        consumer = self._queues.pop(frame.method.consumer_tag, None)
+        if consumer is not None:
+            queue, on_cancel = consumer
+            on_cancel(queue)
         self._connection.ioloop.stop()
 
     def _on_watched(self, _fd: int, _events: int) -> None:

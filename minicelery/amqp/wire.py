@@ -116,8 +116,18 @@ def operational_error(exc: BaseException, url: str, *, connecting: bool = False)
         text = f"Cannot connect to {url}: {why}"
     elif isinstance(exc, pika_errors.NackError | pika_errors.UnroutableError):
         text = f"The broker at {url} did not accept the message: {exc!r}"
+    elif isinstance(exc, pika_errors.ChannelClosed) and "acknowledgement" in why and "timed out" in why:
+        # RabbitMQ's consumer_timeout (30 min by default): an ETA task held, or an acks_late task running,
+        # longer than that. https://www.rabbitmq.com/docs/consumers#acknowledgement-timeout
+        text = (f"The broker at {url} closed the channel: {why}. A message stayed unacknowledged longer "
+                "than RabbitMQ's consumer_timeout (an ETA task held, or an acks_late task running, that "
+                "long); it is redelivered. Raise consumer_timeout in rabbitmq.conf above your longest ETA "
+                "or task (see docs/celery-mapping.md).")
     elif isinstance(exc, pika_errors.ChannelClosed):
         text = f"The broker at {url} closed the channel: {why}"
+    elif isinstance(exc, RecursionError):
+        text = (f"Connection to {url} dropped: a message's headers are nested too deeply for pika to "
+                "decode (RecursionError); the broker will redeliver it")
     else:
         text = f"Connection to {url} lost: {why}"
     return OperationalError(text, url=url, reason=why)
