@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from . import _state, protocol, trace
+from . import _state, protocol, states, trace
 from .exceptions import MaxRetriesExceededError, Retry
 from .local import LocalStack
 
@@ -68,8 +68,8 @@ class Context:
 
     def __init__(self, *args: Mapping[str, Any], **kwargs: Any) -> None:
         self.update(*args, **kwargs)
-        if self.headers is None:
-            self.headers = None
+        # Celery's Context always stores ``headers`` on the instance, so its repr shows the field.
+        self.__dict__.setdefault("headers", None)
 
     def update(self, *args: Mapping[str, Any], **kwargs: Any) -> None:
         """Set fields from mappings and keywords."""
@@ -239,7 +239,7 @@ class Task:
         request = {"id": task_id, "retries": retries, "is_eager": True, "called_directly": False,
                    "root_id": task_id, "delivery_info": {"is_eager": True}}
         outcome = trace.run_task(self, args, kwargs, request, eager=True)
-        if throw and outcome.state in ("FAILURE",):
+        if throw and outcome.state == states.FAILURE:
             raise outcome.value
         return EagerResult(task_id, outcome.value, outcome.state, outcome.traceback, name=self.name)
 
