@@ -352,10 +352,10 @@ class Celery:
             options.setdefault("parent_id", parent.request.id)
             options.setdefault("root_id", parent.request.root_id or parent.request.id)
         own_queue = self.reply_queue
-        message = build_message(self, name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta,
+        message = build_message(conf, name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta,
                                 expires=expires, ignore_result=bool(ignore_result), options=options,
-                                reply_queue=own_queue)
-        exchange, routing_key, queue = route(self, name, options)
+                                reply_queue=own_queue, now=self.now)
+        exchange, routing_key, queue = route(conf, name, options)
         declare = self._queue_declarations(queue)
         if not ignore_result and message.reply_to == own_queue:
             # Only our own queue, never a reply_to passed through (a retry sent for another client).
@@ -388,6 +388,9 @@ class Celery:
         from .cli import main
 
         return main(list(argv or ["worker"]), app=self)
+
+
+_state.set_default_app_factory(lambda: Celery("default", set_as_current=False))
 
 
 def _oid(app: Celery, scope: Any) -> str:

@@ -9,10 +9,11 @@ routing key, after declaring it the way Celery does. Celery's counterpart is ``c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from .config import Settings
 from .exceptions import ImproperlyConfigured
 from .protocol import TaskMessage
 
@@ -23,22 +24,23 @@ _MESSAGE_OPTIONS = ("retries", "time_limit", "soft_time_limit", "root_id", "pare
                     "reply_to", "priority", "headers", "group_id", "group_index")
 
 
-def build_message(app: Any, name: str, args: Any, kwargs: Any, *, task_id: str | None,
+def build_message(conf: Settings, name: str, args: Any, kwargs: Any, *, task_id: str | None,
                   countdown: float | None, eta: datetime | None, expires: float | datetime | None,
-                  ignore_result: bool, options: Mapping[str, Any], reply_queue: str) -> TaskMessage:
+                  ignore_result: bool, options: Mapping[str, Any], reply_queue: str,
+                  now: Callable[[], datetime]) -> TaskMessage:
     """Build the task message for one ``send_task`` call; replies go to ``reply_queue`` unless an
-    explicit ``reply_to`` option says otherwise."""
+    explicit ``reply_to`` option says otherwise. ``now`` (the app's clock) is asked only when needed."""
     extra = {key: options[key] for key in _MESSAGE_OPTIONS if options.get(key) is not None}
     extra.setdefault("reply_to", reply_queue)
     needs_clock = countdown is not None or eta is not None or expires is not None
     return TaskMessage.create(
         name, args if args is not None else (), kwargs if kwargs is not None else {},
         task_id=task_id, countdown=countdown, eta=eta, expires=expires,
-        now=app.now() if needs_clock else None, ignore_result=ignore_result,
-        delivery_mode=options.get("delivery_mode") or app.conf.task_default_delivery_mode, **extra)
+        now=now() if needs_clock else None, ignore_result=ignore_result,
+        delivery_mode=options.get("delivery_mode") or conf.task_default_delivery_mode, **extra)
 
 
-def route(app: Any, name: str, options: Mapping[str, Any]) -> tuple[str, str, str | None]:
+def route(conf: Settings, name: str, options: Mapping[str, Any]) -> tuple[str, str, str | None]:
     """Decide where a task goes: ``(exchange, routing_key, queue to declare or None)``.
 
     An explicit ``exchange`` is used as given (nothing is declared); otherwise the message goes to the
@@ -48,13 +50,13 @@ def route(app: Any, name: str, options: Mapping[str, Any]) -> tuple[str, str, st
     exchange = options.get("exchange")
     routing_key = options.get("routing_key")
     if queue is None and exchange is None and routing_key is None:
-        found = _lookup_route(app.conf.task_routes, name)
+        found = _lookup_route(conf.task_routes, name)
         queue, exchange, routing_key = found.get("queue"), found.get("exchange"), found.get("routing_key")
     if exchange is not None:
         return str(exchange), str(routing_key or queue or name), None
     if queue is None and routing_key is not None:
-        return str(app.conf.task_default_exchange), str(routing_key), None
-    queue = queue or app.conf.task_default_queue
+        return str(conf.task_default_exchange), str(routing_key), None
+    queue = queue or conf.task_default_queue
     if not isinstance(queue, str):
         raise ImproperlyConfigured(f"queue must be a queue name (a str), not {queue!r}")
     return "", queue, queue

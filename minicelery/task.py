@@ -15,6 +15,7 @@ from typing import Any
 from . import _state, protocol, states, trace
 from .exceptions import MaxRetriesExceededError, Retry
 from .local import LocalStack
+from .result import EagerResult
 
 __all__ = ["Task", "Context"]
 
@@ -229,8 +230,6 @@ class Task:
         The arguments go through the serializer first, as they would on the wire. Exceptions propagate
         when ``throw`` is true (default: ``task_eager_propagates``).
         """
-        from .result import EagerResult  # same layer; imported here to keep result's import optional
-
         app = self.app
         task_id = task_id or protocol.new_task_id()
         args, kwargs = trace.round_trip(args or (), kwargs or {},

@@ -23,7 +23,6 @@ LAYERS = {
 
 #: Function-level imports that go up a layer on purpose; each is commented where it happens.
 WHITELIST = {
-    ("_state", "app"),   # the lazily created default app
     ("app", "cli"),      # app.worker_main(), Celery's entry point into the command line
 }
 
