@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from . import _state
 from .clock import LamportClock
@@ -160,7 +162,6 @@ class Celery:
         """The app's time zone: UTC unless ``timezone`` is set (or ``enable_utc`` is off)."""
         name = self.conf.timezone
         if name:
-            from zoneinfo import ZoneInfo  # only apps that set a zone pay for zoneinfo
             return ZoneInfo(name)
         if self.conf.enable_utc:
             return timezone.utc
@@ -356,7 +357,7 @@ class Celery:
                                 expires=expires, ignore_result=bool(ignore_result), options=options,
                                 reply_queue=own_queue, now=self.now)
         exchange, routing_key, queue = route(conf, name, options)
-        declare = self._queue_declarations(queue)
+        declare = (QueueSpec(queue),) if queue is not None else ()
         if not ignore_result and message.reply_to == own_queue:
             # Only our own queue, never a reply_to passed through (a retry sent for another client).
             self.backend.prepare(own_queue)
@@ -364,15 +365,6 @@ class Celery:
         self.broker.publish(envelope.body, envelope.properties, exchange=exchange,
                             routing_key=routing_key, declare=declare)
         return self.AsyncResult(message.id, task_name=name, ignored=bool(ignore_result))
-
-    def _queue_declarations(self, queue: str | None) -> tuple[Any, ...]:
-        """The declarations to make (once per connection) before publishing to ``queue``."""
-        if queue is None:
-            return ()
-        specs = self.__dict__.setdefault("_queue_specs", {})
-        if queue not in specs:
-            specs[queue] = (QueueSpec(queue),)
-        return specs[queue]
 
     @property
     def AsyncResult(self) -> type[AsyncResult]:  # noqa: N802 - Celery's name
@@ -395,6 +387,4 @@ _state.set_default_app_factory(lambda: Celery("default", set_as_current=False))
 
 def _oid(app: Celery, scope: Any) -> str:
     """A stable uuid3 for (host, process, scope, app), like Celery's ``oid_from``."""
-    import uuid  # here, not at the top: uuid imports platform, a cost `import minicelery` need not pay
-
     return str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode():x}-{os.getpid():x}-{scope}-{id(app):x}"))

@@ -16,9 +16,10 @@ that says so), sent events, and canvas stamping (the ``stamps`` headers are sent
 from __future__ import annotations
 
 import datetime
-import functools
 import logging
 import os
+import socket
+import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,21 +209,12 @@ def _aware(when: datetime.datetime) -> datetime.datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-@functools.cache
-def _hostname() -> str:
-    import socket  # here, not at the top: only senders need it, and `import minicelery` must stay fast
-
-    return socket.gethostname()  # cached: it does not change, and some systems ask a resolver
-
-
 def _anon_nodename() -> str:
-    return f"gen{os.getpid()}@{_hostname()}"  # the pid is read each time: it changes after fork
+    return f"gen{os.getpid()}@{socket.gethostname()}"
 
 
 def new_task_id() -> str:
     """A new task id: a random uuid4, as Celery's."""
-    import uuid  # here, not at the top: uuid imports platform, a cost `import minicelery` need not pay
-
     return str(uuid.uuid4())
 
 

@@ -9,6 +9,7 @@ routing key, after declaring it the way Celery does. Celery's counterpart is ``c
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -72,8 +73,6 @@ def _lookup_route(routes: Any, name: str) -> Mapping[str, Any]:
                 f"task_routes entries must be dicts of task name → route, not {table!r}")
         found = table.get(name)
         if found is None:
-            import fnmatch  # only glob routes need it: keep it out of `import minicelery`
-
             found = next((value for pattern, value in table.items()
                           if any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(name, pattern)),
                          None)

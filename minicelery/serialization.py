@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import base64
 import datetime
+import decimal
 import functools
 import json
 import numbers
 import sys
+import uuid
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -60,7 +62,7 @@ def dumps(obj: Any, serializer: str) -> tuple[str, str, bytes]:
         except Exception as exc:  # like kombu: whatever goes wrong while encoding is an EncodeError
             raise EncodeError(exc) from exc
     if serializer == "msgpack":
-        import msgpack  # lazily: `import minicelery` must stay fast
+        import msgpack  # loaded on first use: test_layers keeps third-party modules out of a bare import
 
         try:
             return MSGPACK, "binary", msgpack.packb(obj, use_bin_type=True)
@@ -115,12 +117,6 @@ def accepted(accept: Collection[str]) -> frozenset[str]:
     """
     if isinstance(accept, str):  # accept_content='json' is a common slip; kombu would iterate letters
         accept = (accept,)
-    return _accepted(tuple(accept))
-
-
-@functools.lru_cache(maxsize=64)
-def _accepted(accept: tuple[str, ...]) -> frozenset[str]:
-    # Cached: loads() calls this once per message, and accept lists are few and small.
     types = set()
     for entry in accept:
         if "/" not in entry and entry not in _NAME_TO_TYPE:
@@ -130,27 +126,19 @@ def _accepted(accept: tuple[str, ...]) -> frozenset[str]:
     return frozenset(types - _NEVER_DECODED)
 
 
-@functools.lru_cache(maxsize=1)
-def _json_wrappers() -> tuple[tuple[type, str, Callable[[Any], Any]], ...]:
-    """kombu's JSON wrappers: (type, marker, encoder); datetime before date, as a datetime is a date.
-
-    Built on first use: decimal and uuid stay out of `import minicelery` (uuid imports platform).
-    """
-    import decimal
-    import uuid
-
-    return (
-        (datetime.datetime, "datetime", datetime.datetime.isoformat),
-        (datetime.date, "date", datetime.date.isoformat),
-        (datetime.time, "time", datetime.time.isoformat),
-        (decimal.Decimal, "decimal", str),
-        (uuid.UUID, "uuid", lambda value: {"hex": value.hex, "version": value.version}),
-    )
+#: kombu's JSON wrappers: (type, marker, encoder); datetime before date, as a datetime is a date.
+_JSON_WRAPPERS: tuple[tuple[type, str, Callable[[Any], Any]], ...] = (
+    (datetime.datetime, "datetime", datetime.datetime.isoformat),
+    (datetime.date, "date", datetime.date.isoformat),
+    (datetime.time, "time", datetime.time.isoformat),
+    (decimal.Decimal, "decimal", str),
+    (uuid.UUID, "uuid", lambda value: {"hex": value.hex, "version": value.version}),
+)
 
 
 def _json_default(obj: Any) -> Any:
     """Encode what JSON has no type for, the way kombu does, so Celery decodes it to the same value."""
-    for cls, marker, encode in _json_wrappers():
+    for cls, marker, encode in _JSON_WRAPPERS:
         if isinstance(obj, cls):
             return {"__type__": marker, "__value__": encode(obj)}
     if isinstance(obj, bytes):  # as text when it is UTF-8, else as base64
@@ -161,15 +149,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def _decimal(text: str) -> Any:
-    import decimal  # on first use only, like _json_wrappers
-
-    return decimal.Decimal(text)
-
-
 def _uuid(value: dict[str, Any]) -> Any:
-    import uuid  # on first use only, like _json_wrappers
-
     return uuid.UUID(hex=value["hex"], version=value.get("version"))
 
 
@@ -178,7 +158,7 @@ _JSON_TYPES: dict[str, Callable[[Any], Any]] = {
     "datetime": datetime.datetime.fromisoformat,
     "date": lambda value: datetime.datetime.fromisoformat(value).date(),
     "time": datetime.time.fromisoformat,
-    "decimal": _decimal,
+    "decimal": decimal.Decimal,
     "uuid": _uuid,
     "bytes": lambda value: value.encode("utf-8"),
     "base64": lambda value: base64.b64decode(value.encode("utf-8")),
@@ -195,8 +175,7 @@ def _json_object_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
-# One encoder and one decoder for the process: json.dumps(..., default=f) would build a new encoder on
-# every call, and this is called once per published task. Defaults otherwise: ', ' and ': ', ensure_ascii.
+# Python's defaults otherwise (', ' and ': ' separators, ensure_ascii), which are kombu's too.
 _JSON_ENCODER = json.JSONEncoder(default=_json_default)
 _JSON_DECODER = json.JSONDecoder(object_hook=_json_object_hook)
 
@@ -207,7 +186,7 @@ def _json_loads(body: bytes | str) -> Any:
 
 
 def _msgpack_loads(body: bytes | str) -> Any:
-    import msgpack  # lazily: `import minicelery` must stay fast
+    import msgpack  # loaded on first use, like dumps
 
     return msgpack.unpackb(body, raw=False)
 
@@ -351,12 +330,6 @@ def _saferepr(obj: Any, depth: int, maxlevels: int, seen: set[int]) -> str:
     return opener + inner + closer
 
 
-def _is_decimal(obj: Any) -> bool:
-    # A Decimal can only exist once decimal is imported: look it up rather than import it here.
-    decimal = sys.modules.get("decimal")
-    return decimal is not None and isinstance(obj, decimal.Decimal)
-
-
 def _container(obj: Any) -> tuple[str, str, Any]:
     """Return ``(opener, closer, items)`` for a container, or ``('', text, None)`` for anything else."""
     if isinstance(obj, (set, frozenset)):
@@ -371,7 +344,7 @@ def _container(obj: Any) -> tuple[str, str, Any]:
         return "{", "}", obj.items()
     if isinstance(obj, list):
         return "[", "]", obj
-    if isinstance(obj, numbers.Number) and not _is_decimal(obj):
+    if isinstance(obj, numbers.Number) and not isinstance(obj, decimal.Decimal):
         return "", str(obj), None  # Celery prints numbers with str(): True, 1.5, 10
     return "", _safe_repr(obj), None
 

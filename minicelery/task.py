@@ -8,6 +8,7 @@ signatures/canvas (``s()``, ``link``), rate limits and ``update_state`` from ins
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -346,6 +347,4 @@ def backoff_countdown(factor: bool | float, retries: int, maximum: float, jitter
     countdown = min(int(maximum), int(max(1.0, float(factor))) * 2 ** retries)
     if not jitter:
         return countdown
-    import random  # only retries with jitter need it: keep it out of `import minicelery`
-
     return random.randrange(countdown + 1)
