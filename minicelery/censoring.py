@@ -9,8 +9,8 @@ one rule Celery lacks: every other URL string has its password masked too. Celer
 from __future__ import annotations
 
 import re
-from pprint import pformat
 from collections.abc import Mapping
+from pprint import pformat
 from typing import Any
 
 from .urls import DEFAULT_MASK, mask_broker_url, sanitize_url

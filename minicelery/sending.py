@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import Settings
 from .exceptions import ImproperlyConfigured
-from .protocol import TaskMessage
+from .message import TaskMessage
 
 __all__ = ["build_message", "route"]
 

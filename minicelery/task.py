@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from . import _state, protocol, states, trace
+from . import _state, states, trace
 from .exceptions import MaxRetriesExceededError, Retry
 from .local import LocalStack
+from .message import new_task_id
 from .result import EagerResult
 
 __all__ = ["Task", "Context"]
@@ -207,7 +208,7 @@ class Task:
             self.check_arguments(*args, **kwargs)
         app = self.app
         if app.conf.task_always_eager:
-            return self.apply(args, kwargs, task_id=task_id or protocol.new_task_id(), **options)
+            return self.apply(args, kwargs, task_id=task_id or new_task_id(), **options)
         for attr in _EXEC_OPTIONS:
             value = getattr(self, attr, None)
             if value is not None:
@@ -232,7 +233,7 @@ class Task:
         when ``throw`` is true (default: ``task_eager_propagates``).
         """
         app = self.app
-        task_id = task_id or protocol.new_task_id()
+        task_id = task_id or new_task_id()
         args, kwargs = trace.round_trip(args or (), kwargs or {},
                                         options.get("serializer") or self.serializer or "json")
         throw = app.conf.task_eager_propagates if throw is None else throw

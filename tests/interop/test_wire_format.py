@@ -33,7 +33,8 @@ from hypothesis import strategies as st
 from kombu.serialization import dumps as kombu_dumps
 from kombu.serialization import loads as kombu_loads
 
-from minicelery.protocol import TaskMessage, decode_body, parse_headers
+from minicelery.message import TaskMessage
+from minicelery.protocol import decode_body, parse_headers
 
 pytestmark = [pytest.mark.interop, pytest.mark.broker]
 
@@ -206,7 +207,7 @@ json_values = st.recursive(
        serializer=st.sampled_from(["json", "msgpack"]))
 def test_generated_arguments_give_the_same_message(clients, args, kwargs, serializer):
     celery_app, _ = clients
-    # Past 1024 characters the reprs are cut differently (documented in minicelery.serialization.saferepr).
+    # Past 1024 characters the reprs are cut differently (documented in minicelery.saferepr).
     assume(len(repr(args)) < 900 and len(repr(kwargs)) < 900)
     celery_msg, envelope, celery_body = build_both(celery_app, "fixed-id", tuple(args), kwargs, {}, serializer)
     assert list(envelope.properties["headers"].items()) == list(celery_msg.headers.items())

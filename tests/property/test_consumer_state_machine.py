@@ -18,7 +18,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from minicelery import Celery, protocol, states
+from minicelery import Celery, message, states
 from minicelery.amqp import Delivery
 from minicelery.exceptions import WorkerLostError
 from minicelery.worker import events as pool_events
@@ -135,7 +135,7 @@ class ConsumerMachine(RuleBasedStateMachine):
             headers = {"id": "x"}  # no task header: refused from the headers alone
             body = b"[]"
         else:
-            envelope = protocol.TaskMessage.create(name, (), {}).encode("json")
+            envelope = message.TaskMessage.create(name, (), {}).encode("json")
             headers, body = envelope.properties["headers"], envelope.body
         self.connection.deliver(tag)
         self.consumer.on_message(Delivery(tag, "", "q", False, {

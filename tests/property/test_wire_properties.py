@@ -11,14 +11,15 @@ from hypothesis import strategies as st
 
 from minicelery import states
 from minicelery.exceptions import ContentDisallowed, DecodeError, InvalidTaskError
+from minicelery.message import TaskMessage
 from minicelery.protocol import (
-    TaskMessage,
     decode_body,
     meta_to_exception,
     parse_headers,
     result_meta,
 )
-from minicelery.serialization import accepted, dumps, loads, saferepr
+from minicelery.saferepr import saferepr
+from minicelery.serialization import accepted, dumps, loads
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 1, 1, tzinfo=UTC)

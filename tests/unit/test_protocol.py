@@ -14,8 +14,8 @@ import pytest
 
 from minicelery import protocol
 from minicelery.exceptions import ContentDisallowed, DecodeError, InvalidTaskError
+from minicelery.message import TaskMessage
 from minicelery.protocol import (
-    TaskMessage,
     decode_body,
     meta_to_exception,
     parse_headers,
@@ -136,7 +136,7 @@ def test_fractional_expiry_is_whole_milliseconds():
 
 
 def test_past_expiry_sends_expiration_zero_and_warns(caplog):
-    with caplog.at_level(logging.WARNING, logger="minicelery.protocol"):
+    with caplog.at_level(logging.WARNING, logger="minicelery.message"):
         message = add_message(expires=-1, now=NOW)
     assert message.expiration == "0"
     assert "expiration date in the past" in caplog.text
@@ -333,8 +333,10 @@ def test_children_are_passed_through():
     assert result_meta("tid", "RETRY", None, children=children)["children"] == children
 
 
-def test_protocol_reexports_the_exception_helpers():
-    assert protocol.exception_to_meta(KeyError("k"))["exc_type"] == "KeyError"
+def test_a_failure_result_carries_the_exception_as_a_dict():
+    meta = result_meta("tid", "FAILURE", KeyError("k"))
+    assert meta["result"] == {"exc_type": "KeyError", "exc_message": ["k"], "exc_module": "builtins"}
+    assert type(protocol.meta_to_exception(meta["result"])) is KeyError
 
 
 def test_the_examples_in_docs_protocol_md_run():
