@@ -112,6 +112,8 @@ class Task:
     priority: Any = None
     expires: Any = None
     trail = True
+    #: At most this many characters of a return value go into the worker's log line (Celery's name).
+    resultrepr_maxsize = 1024
     send_events = True
     throws: tuple[type[BaseException], ...] = ()
     autoretry_for: tuple[type[BaseException], ...] = ()

@@ -154,6 +154,21 @@ def test_saferepr_is_repr_for_plain_shallow_values(value):
         assert saferepr(value) == repr(value)
 
 
+nested_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (st.lists(inner, max_size=4) | st.tuples(inner, inner)
+                   | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+                   | st.frozensets(st.integers(), max_size=3)),
+    max_leaves=20)
+
+
+@given(nested_values, st.integers(min_value=0, max_value=80), st.integers(min_value=0, max_value=4))
+def test_saferepr_with_a_bound_is_the_whole_text_cut_at_the_bound(value, maxlen, maxlevels):
+    whole = saferepr(value, maxlevels=maxlevels)
+    expected = whole if len(whole) <= maxlen else whole[:maxlen] + "..."
+    assert saferepr(value, maxlen, maxlevels) == expected
+
+
 @given(st.decimals(allow_nan=False, places=4))
 def test_decimal_keeps_its_exact_digits(value):
     assert loads(dumps(value, "json")[2], "application/json", "utf-8", ["json"]) == value
