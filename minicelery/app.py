@@ -25,9 +25,10 @@ from .clock import LamportClock
 from .config import Settings
 from .exceptions import DuplicateTaskNameWarning, ImproperlyConfigured
 from .local import PromiseProxy
+from .message import SendOptions, TaskMessage
 from .registry import TaskRegistry
 from .result import AsyncResult
-from .sending import build_message, route
+from .sending import complete, route
 from .task import Task, add_autoretry_behaviour
 from .transport import QueueSpec
 
@@ -335,36 +336,36 @@ class Celery:
                     self._backend = backend_for(self)
         return self._backend
 
-    def send_task(self, name: str, args: Any = None, kwargs: Any = None, *, task_id: str | None = None,
-                  countdown: float | None = None, eta: datetime | None = None,
-                  expires: float | datetime | None = None, **options: Any) -> AsyncResult:
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, *,
+                  options: SendOptions | None = None, **call_options: Any) -> AsyncResult:
         """Send a task by name (it need not be registered here) and return its ``AsyncResult``.
 
-        Options: ``queue``, ``routing_key``, ``exchange``, ``priority``, ``headers``, ``serializer``,
-        ``ignore_result``, ``retries``, ``time_limit``, ``soft_time_limit``, ``reply_to``, ``shadow``,
-        ``root_id``, ``parent_id``.
+        Options are Celery's keywords: ``task_id``, ``countdown``, ``eta``, ``expires``, ``queue``,
+        ``routing_key``, ``exchange``, ``priority``, ``headers``, ``serializer``, ``ignore_result``,
+        ``retries``, ``time_limit``, ``soft_time_limit``, ``reply_to``, ``shadow``, ``root_id``,
+        ``parent_id``; or ``options``, a ready :class:`~minicelery.message.SendOptions` (what
+        ``Task.apply_async`` passes), but not both.
         """
+        if options is None:
+            options = SendOptions.from_call(call_options)
+        elif call_options:
+            raise TypeError(f"send_task() takes options= or keyword options, not both: "
+                            f"{sorted(call_options)}")
         conf = self.conf
-        ignore_result = options.pop("ignore_result", None)
-        if ignore_result is None:
-            ignore_result = conf.task_ignore_result
-        parent = _state.get_current_task()
-        if parent is not None and not parent.request.called_directly:
-            options.setdefault("parent_id", parent.request.id)
-            options.setdefault("root_id", parent.request.root_id or parent.request.id)
         own_queue = self.reply_queue
-        message = build_message(conf, name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta,
-                                expires=expires, ignore_result=bool(ignore_result), options=options,
-                                reply_queue=own_queue, now=self.now)
+        parent = _state.get_current_task()
+        options = complete(options, conf, reply_queue=own_queue,
+                           parent=parent.request if parent is not None else None)
+        now = self.now() if options.needs_clock else None
+        message = TaskMessage.create(name, args, kwargs, options, now)
         exchange, routing_key, queue = route(conf, name, options)
-        declare = (QueueSpec(queue),) if queue is not None else ()
-        if not ignore_result and message.reply_to == own_queue:
+        if not options.ignore_result and message.reply_to == own_queue:
             # Only our own queue, never a reply_to passed through (a retry sent for another client).
             self.backend.prepare(own_queue)
-        envelope = message.encode(options.get("serializer") or conf.task_serializer)
-        self.broker.publish(envelope.body, envelope.properties, exchange=exchange,
-                            routing_key=routing_key, declare=declare)
-        return self.AsyncResult(message.id, task_name=name, ignored=bool(ignore_result))
+        envelope = message.encode()
+        self.broker.publish(envelope.body, envelope.properties, exchange=exchange, routing_key=routing_key,
+                            declare=(QueueSpec(queue),) if queue is not None else ())
+        return self.AsyncResult(message.id, task_name=name, ignored=bool(options.ignore_result))
 
     @property
     def AsyncResult(self) -> type[AsyncResult]:  # noqa: N802 - Celery's name

@@ -17,14 +17,14 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 from . import serialization
 from .protocol import UTC, aware, parse_iso
 from .saferepr import saferepr
 
-__all__ = ["Envelope", "TaskMessage", "new_task_id"]
+__all__ = ["Envelope", "SendOptions", "TaskMessage", "new_task_id"]
 
 logger = logging.getLogger(__name__)
 #: Celery's ``argsrepr_maxsize`` and ``kwargsrepr_maxsize``.
@@ -39,109 +39,143 @@ class Envelope:
     body: bytes
 
 
+@dataclass(frozen=True, kw_only=True)
+class SendOptions:
+    """How one task is sent: the options of one ``apply_async``/``send_task`` call, in one value.
+
+    ``Task.apply_async`` makes it with the task's defaults, ``send_task`` from its keywords, and
+    ``sending.complete`` fills in once what was left to the app (None: the app's setting). A retry
+    makes a new one from the request it retries. ``countdown`` wins over ``eta``.
+
+    Raises:
+        ValueError: ``soft_time_limit`` is greater than ``time_limit``.
+    """
+
+    task_id: str | None = None
+    countdown: float | None = None
+    eta: datetime.datetime | str | None = None
+    expires: float | datetime.datetime | str | None = None  # seconds from now, or a time
+    retries: int = 0
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    group_id: str | None = None
+    group_index: int | None = None
+    shadow: str | None = None
+    reply_to: str | None = None
+    priority: int | None = None
+    ignore_result: bool | None = None
+    headers: Mapping[str, Any] | None = None  # extra headers, merged after Celery's
+    origin: str | None = None
+    delivery_mode: int | None = None
+    callbacks: list[Any] | None = None
+    errbacks: list[Any] | None = None
+    chain: list[Any] | None = None
+    chord: Any = None
+    # Where the message goes and how its body is encoded: not headers, but the same call's choices.
+    queue: str | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+    serializer: str | None = None
+
+    def __post_init__(self) -> None:
+        hard, soft = self.time_limit, self.soft_time_limit
+        if hard is not None and soft is not None and soft > hard:
+            raise ValueError("soft_time_limit must be less than or equal to time_limit")
+
+    @classmethod
+    def from_call(cls, options: Mapping[str, Any]) -> SendOptions:
+        """The options given to one call; None means unset, and options minicelery does not use
+        (Celery's ``link``, ``mandatory``...) are ignored, as Celery ignores those it does not know."""
+        return cls(**{key: value for key, value in options.items() if key in _OPTION_NAMES
+                      and value is not None})
+
+    @property
+    def needs_clock(self) -> bool:
+        """Whether building the message reads the time (a countdown, an eta or an expiry)."""
+        return self.countdown is not None or self.eta is not None or self.expires is not None
+
+
+_OPTION_NAMES = frozenset(field.name for field in fields(SendOptions))
+
+
 @dataclass(frozen=True, slots=True)
 class TaskMessage:
-    """Everything of one task message, already in wire form (ISO strings, milliseconds as a string).
+    """One task message: its options, plus what was worked out from them in wire form.
 
     Build one with :meth:`create`; :meth:`encode` lays it out as Celery does.
     """
 
     id: str
     task: str
-    args: Sequence[Any] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    eta: str | None = None
-    expires: str | None = None
-    retries: int = 0
-    timelimit: tuple[float | None, float | None] = (None, None)  # (hard, soft): hard first, as sent
-    root_id: str | None = None
-    parent_id: str | None = None
-    group: str | None = None
-    group_index: int | None = None
-    shadow: str | None = None
-    argsrepr: str = "()"
-    kwargsrepr: str = "{}"
-    origin: str | None = None
-    ignore_result: bool = False
-    replaced_task_nesting: int = 0
-    stamped_headers: list[str] | None = None
-    stamps: dict[str, Any] = field(default_factory=dict)
-    callbacks: list[Any] | None = None
-    errbacks: list[Any] | None = None
-    chain: list[Any] | None = None
-    chord: Any = None
-    reply_to: str | None = None
-    correlation_id: str | None = None
-    priority: int | None = None
-    delivery_mode: int = 2
-    expiration: str | None = None  # the AMQP per-message TTL, whole milliseconds as a string
-    extra_headers: dict[str, Any] = field(default_factory=dict)
+    args: Sequence[Any]
+    kwargs: dict[str, Any]
+    options: SendOptions
+    eta: str | None  # ISO 8601
+    expires: str | None  # ISO 8601
+    expiration: str | None  # the AMQP per-message TTL, whole milliseconds as a string
+    argsrepr: str
+    kwargsrepr: str
+    origin: str
 
     @classmethod
     def create(cls, name: str, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
-               *, task_id: str | None = None, countdown: float | None = None,
-               eta: datetime.datetime | str | None = None,
-               expires: float | datetime.datetime | str | None = None, now: datetime.datetime | None = None,
-               retries: int = 0, time_limit: float | None = None, soft_time_limit: float | None = None,
-               root_id: str | None = None, parent_id: str | None = None, group_id: str | None = None,
-               group_index: int | None = None, shadow: str | None = None, reply_to: str | None = None,
-               priority: int | None = None, ignore_result: bool = False,
-               headers: Mapping[str, Any] | None = None, origin: str | None = None,
-               callbacks: list[Any] | None = None, errbacks: list[Any] | None = None,
-               chain: list[Any] | None = None, chord: Any = None, delivery_mode: int = 2) -> TaskMessage:
+               options: SendOptions | None = None, now: datetime.datetime | None = None) -> TaskMessage:
         """Build the message ``apply_async(args, kwargs, **options)`` sends, with Celery's defaults.
 
-        ``countdown`` wins over ``eta``; ``now`` (default: the current UTC time) anchors ``countdown`` and
-        ``expires`` given in seconds. ``args`` and ``kwargs`` are kept as given, not copied.
+        ``now`` (default: the current UTC time) anchors ``countdown`` and an ``expires`` given in
+        seconds. ``args`` and ``kwargs`` are kept as given, not copied.
 
         Raises:
             TypeError: ``args`` is not a list or tuple, or ``kwargs`` is not a mapping (Celery's texts).
         """
+        options = options or SendOptions()
         args, kwargs = args or (), kwargs or {}  # Celery's `args or ()`: None and [] both mean no args
         if not isinstance(args, (list, tuple)):
             raise TypeError("task args must be a list or tuple")
         if not isinstance(kwargs, Mapping):
             raise TypeError("task keyword arguments must be a mapping")
         kwargs = kwargs if type(kwargs) is dict else dict(kwargs)
-        task_id = task_id or new_task_id()
-        if now is None and (countdown or expires is not None):
+        task_id = options.task_id or new_task_id()
+        if now is None and (options.countdown or options.expires is not None):
             now = datetime.datetime.now(UTC)
-        expires_iso, expiration = _expiry(task_id, expires, now)
-        return cls(
-            id=task_id, task=name, args=args, kwargs=kwargs, eta=_eta(countdown, eta, now),
-            expires=expires_iso, retries=retries, timelimit=(time_limit, soft_time_limit),
-            root_id=root_id or task_id, parent_id=parent_id, group=group_id, group_index=group_index,
-            shadow=shadow, argsrepr=saferepr(args, REPR_MAXSIZE),
-            kwargsrepr=saferepr(kwargs, REPR_MAXSIZE),
-            origin=origin or _anon_nodename(), ignore_result=ignore_result, callbacks=callbacks,
-            errbacks=errbacks, chain=chain, chord=chord, reply_to=reply_to, correlation_id=task_id,
-            priority=priority, delivery_mode=delivery_mode, expiration=expiration,
-            extra_headers=dict(headers) if headers else {},
-        )
+        expires, expiration = _expiry(task_id, options.expires, now)
+        return cls(id=task_id, task=name, args=args, kwargs=kwargs, options=options,
+                   eta=_eta(options.countdown, options.eta, now), expires=expires, expiration=expiration,
+                   argsrepr=saferepr(args, REPR_MAXSIZE), kwargsrepr=saferepr(kwargs, REPR_MAXSIZE),
+                   origin=options.origin or _anon_nodename())
+
+    @property
+    def reply_to(self) -> str | None:
+        """Where the result goes (the ``reply_to`` property)."""
+        return self.options.reply_to
 
     def headers(self) -> dict[str, Any]:
         """The AMQP headers: Celery's 19 keys in Celery's order, then the caller's extra headers."""
-        headers = {
-            "lang": "py", "task": self.task, "id": self.id, "shadow": self.shadow, "eta": self.eta,
-            "expires": self.expires, "group": self.group, "group_index": self.group_index,
-            "retries": self.retries, "timelimit": list(self.timelimit), "root_id": self.root_id,
-            "parent_id": self.parent_id, "argsrepr": self.argsrepr, "kwargsrepr": self.kwargsrepr,
-            "origin": self.origin, "ignore_result": self.ignore_result,
-            "replaced_task_nesting": self.replaced_task_nesting, "stamped_headers": self.stamped_headers,
-            "stamps": self.stamps,
+        options = self.options
+        headers: dict[str, Any] = {
+            "lang": "py", "task": self.task, "id": self.id, "shadow": options.shadow, "eta": self.eta,
+            "expires": self.expires, "group": options.group_id, "group_index": options.group_index,
+            "retries": options.retries, "timelimit": [options.time_limit, options.soft_time_limit],
+            "root_id": options.root_id or self.id, "parent_id": options.parent_id,
+            "argsrepr": self.argsrepr, "kwargsrepr": self.kwargsrepr, "origin": self.origin,
+            "ignore_result": bool(options.ignore_result), "replaced_task_nesting": 0,
+            "stamped_headers": None, "stamps": {},
         }
-        if self.extra_headers:  # like Celery, extra headers are merged last and may override
-            headers.update(self.extra_headers)
+        if options.headers:  # like Celery, extra headers are merged last and may override
+            headers.update(options.headers)
         return headers
 
     def properties(self) -> dict[str, Any]:
         """The AMQP properties other than the content type and encoding (``encode`` adds those)."""
-        properties: dict[str, Any] = {"correlation_id": self.correlation_id or self.id}
-        if self.reply_to:
-            properties["reply_to"] = self.reply_to
-        properties["delivery_mode"] = self.delivery_mode
-        if self.priority is not None:
-            properties["priority"] = self.priority
+        options = self.options
+        properties: dict[str, Any] = {"correlation_id": self.id}
+        if options.reply_to:
+            properties["reply_to"] = options.reply_to
+        properties["delivery_mode"] = options.delivery_mode or 2
+        if options.priority is not None:
+            properties["priority"] = options.priority
         if self.expiration is not None:
             properties["expiration"] = self.expiration
         properties["headers"] = self.headers()
@@ -149,17 +183,20 @@ class TaskMessage:
 
     def body(self) -> list[Any]:
         """The body before encoding: ``[args, kwargs, embed]``, embed with exactly Celery's four keys."""
-        embed = {"callbacks": self.callbacks, "errbacks": self.errbacks, "chain": self.chain,
-                 "chord": self.chord}
+        options = self.options
+        embed = {"callbacks": options.callbacks, "errbacks": options.errbacks, "chain": options.chain,
+                 "chord": options.chord}
         return [list(self.args), self.kwargs, embed]
 
-    def encode(self, serializer: str = "json") -> Envelope:
-        """Serialize the body and return it with the full properties.
+    def encode(self, serializer: str | None = None) -> Envelope:
+        """Serialize the body (with ``serializer``, else the options', else json) and return it with
+        the full properties.
 
         Raises:
             EncodeError: an argument cannot be encoded; nothing has been sent.
             ImproperlyConfigured: an unknown serializer.
         """
+        serializer = serializer or self.options.serializer or "json"
         content_type, content_encoding, body = serialization.dumps(self.body(), serializer)
         properties = self.properties()
         properties["content_type"] = content_type

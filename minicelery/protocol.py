@@ -73,6 +73,19 @@ class TaskHeaders:
     priority: int | None
     headers: dict[str, Any]  # every header as received, the caller's custom ones included
 
+    def request_fields(self) -> dict[str, Any]:
+        """The request context a run of this task sees as ``task.request``, from its headers.
+
+        ``eta`` and ``expires`` are the header texts, as in Celery. The worker adds ``delivery_info``;
+        the child that runs the task adds ``args``, ``kwargs`` and ``hostname``.
+        """
+        return {"id": self.id, "retries": self.retries, "root_id": self.root_id, "parent_id": self.parent_id,
+                "group": self.group, "origin": self.origin, "reply_to": self.reply_to,
+                "correlation_id": self.correlation_id, "eta": self.headers.get("eta"),
+                "expires": self.headers.get("expires"), "timelimit": self.timelimit,
+                "ignore_result": self.ignore_result, "argsrepr": self.argsrepr,
+                "kwargsrepr": self.kwargsrepr, "headers": self.headers}
+
 
 _PROTOCOL_1 = (": this is not a protocol 2 task message. Celery's protocol 1, which carries the task in "
                "the body, is not supported; send with task_protocol=2 (Celery's default).")

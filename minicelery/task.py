@@ -16,7 +16,7 @@ from typing import Any
 from . import _state, states, trace
 from .exceptions import MaxRetriesExceededError, Retry
 from .local import LocalStack
-from .message import new_task_id
+from .message import SendOptions, new_task_id
 from .result import EagerResult
 
 __all__ = ["Task", "Context"]
@@ -202,21 +202,15 @@ class Task:
         """
         args = tuple(args or ())
         kwargs = dict(kwargs or {})
-        hard, soft = options.get("time_limit", self.time_limit), options.get(
-            "soft_time_limit", self.soft_time_limit)
-        if hard is not None and soft is not None and soft > hard:
-            raise ValueError("soft_time_limit must be less than or equal to time_limit")
+        defaults = {attr: getattr(self, attr, None) for attr in _EXEC_OPTIONS}
+        send_options = SendOptions.from_call({**defaults, "ignore_result": self.ignore_result, **options,
+                                              "task_id": task_id, "shadow": shadow})
         if self.typing:
             self.check_arguments(*args, **kwargs)
         app = self.app
         if app.conf.task_always_eager:
             return self.apply(args, kwargs, task_id=task_id or new_task_id(), **options)
-        for attr in _EXEC_OPTIONS:
-            value = getattr(self, attr, None)
-            if value is not None:
-                options.setdefault(attr, value)
-        options.setdefault("ignore_result", self.ignore_result)
-        return app.send_task(self.name, args, kwargs, task_id=task_id, shadow=shadow, **options)
+        return app.send_task(self.name, args, kwargs, options=send_options)
 
     def check_arguments(self, *args: Any, **kwargs: Any) -> None:
         """Raise Python's own ``TypeError`` when the arguments do not fit the task's signature."""
@@ -291,14 +285,14 @@ class Task:
 
     def _resend(self, request: Context, args: Any, kwargs: Any, retries: int, **options: Any) -> None:
         delivery = request.delivery_info or {}
-        options.setdefault("queue", delivery.get("routing_key") if not delivery.get("exchange") else None)
-        if options["queue"] is None:
-            del options["queue"]
-        self.app.send_task(
-            self.name, args, kwargs, task_id=request.id, retries=retries, root_id=request.root_id,
-            parent_id=request.id, reply_to=request.reply_to, ignore_result=request.ignore_result,
-            priority=(delivery.get("priority") or None), time_limit=(request.timelimit or (None,))[0],
-            soft_time_limit=(list(request.timelimit or ()) + [None, None])[1], **options)
+        hard, soft = request.timelimit or (None, None)
+        same = {"root_id": request.root_id, "parent_id": request.id, "reply_to": request.reply_to,
+                "ignore_result": request.ignore_result, "priority": delivery.get("priority") or None,
+                "time_limit": hard, "soft_time_limit": soft,
+                # back to the queue it came from, unless it came through a named exchange
+                "queue": None if delivery.get("exchange") else delivery.get("routing_key")}
+        send_options = SendOptions.from_call({**same, **options, "task_id": request.id, "retries": retries})
+        self.app.send_task(self.name, args, kwargs, options=send_options)
 
     # -- handlers (no-ops, for subclasses) ----------------------------------------------------------
 

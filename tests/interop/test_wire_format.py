@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from kombu.serialization import dumps as kombu_dumps
 from kombu.serialization import loads as kombu_loads
 
-from minicelery.message import TaskMessage
+from minicelery.message import SendOptions, TaskMessage
 from minicelery.protocol import decode_body, parse_headers
 
 pytestmark = [pytest.mark.interop, pytest.mark.broker]
@@ -174,8 +174,8 @@ def build_both(celery_app: Any, task_id: str, args: Any, kwargs: Any, options: d
                serializer: str) -> tuple[Any, Any, bytes]:
     """(Celery's task_message, minicelery's Envelope, Celery's body bytes) for the same inputs."""
     celery_msg = celery_app.amqp.as_task_v2(task_id, "interop.echo", args, kwargs, now=NOW, **options)
-    envelope = TaskMessage.create("interop.echo", args, kwargs, task_id=task_id, now=NOW,
-                                  **options).encode(serializer)
+    envelope = TaskMessage.create("interop.echo", args, kwargs, SendOptions(task_id=task_id, **options),
+                                  now=NOW).encode(serializer)
     _, encoding, celery_body = kombu_dumps(celery_msg.body, serializer=serializer)
     if isinstance(celery_body, str):  # kombu's json gives text, encoded when the message is published
         celery_body = celery_body.encode(encoding)

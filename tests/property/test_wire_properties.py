@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from minicelery import states
 from minicelery.exceptions import ContentDisallowed, DecodeError, InvalidTaskError
-from minicelery.message import TaskMessage
+from minicelery.message import SendOptions, TaskMessage
 from minicelery.protocol import (
     decode_body,
     meta_to_exception,
@@ -44,12 +44,15 @@ msgpack_values = st.recursive(msgpack_scalars, containers, max_leaves=6)
 
 
 def round_trip(serializer: str, args: list, kwargs: dict) -> None:
-    message = TaskMessage.create("proj.task", args, kwargs, countdown=5, expires=60, now=NOW)
+    message = TaskMessage.create("proj.task", args, kwargs, SendOptions(countdown=5, expires=60), now=NOW)
     envelope = message.encode(serializer)
     properties = envelope.properties
     headers = parse_headers(properties["headers"], properties)
     assert (headers.task, headers.id) == ("proj.task", message.id)
     assert headers.eta == NOW + datetime.timedelta(seconds=5)
+    fields = headers.request_fields()
+    assert (fields["id"], fields["root_id"], fields["correlation_id"]) == (message.id,) * 3
+    assert fields["eta"] == message.eta and fields["headers"] == properties["headers"]
     decoded = decode_body(envelope.body, properties["content_type"], properties["content_encoding"],
                           [serializer])
     assert decoded == (args, kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
@@ -173,3 +176,25 @@ def test_saferepr_with_a_bound_is_the_whole_text_cut_at_the_bound(value, maxlen,
 def test_decimal_keeps_its_exact_digits(value):
     assert loads(dumps(value, "json")[2], "application/json", "utf-8", ["json"]) == value
     assert str(loads(dumps(value, "json")[2], "application/json", "utf-8", ["json"])) == str(value)
+
+
+ids = st.none() | st.text("abcdef0123456789-", min_size=1, max_size=12)
+limits = st.none() | st.floats(min_value=0.5, max_value=1e6) | st.integers(min_value=1, max_value=10**6)
+
+
+@given(ids, st.integers(0, 100), limits, limits, ids, ids, ids, ids, st.none() | st.booleans(),
+       st.none() | st.integers(0, 255))
+def test_send_options_come_back_as_the_request_fields(task_id, retries, hard, soft, root_id, parent_id,
+                                                      group_id, reply_to, ignore_result, priority):
+    if hard is not None and soft is not None and soft > hard:
+        hard, soft = soft, hard
+    options = SendOptions(task_id=task_id, retries=retries, time_limit=hard, soft_time_limit=soft,
+                          root_id=root_id, parent_id=parent_id, group_id=group_id, reply_to=reply_to,
+                          ignore_result=ignore_result, priority=priority)
+    envelope = TaskMessage.create("proj.task", (), {}, options).encode()
+    parsed = parse_headers(envelope.properties["headers"], envelope.properties)
+    fields = parsed.request_fields()
+    assert fields["id"] == (task_id or fields["id"]) and fields["root_id"] == (root_id or fields["id"])
+    assert (fields["retries"], fields["timelimit"]) == (retries, (hard, soft))
+    assert (fields["parent_id"], fields["group"], fields["reply_to"]) == (parent_id, group_id, reply_to)
+    assert fields["ignore_result"] is bool(ignore_result) and parsed.priority == priority

@@ -14,7 +14,7 @@ import pytest
 
 from minicelery import protocol
 from minicelery.exceptions import ContentDisallowed, DecodeError, InvalidTaskError
-from minicelery.message import TaskMessage
+from minicelery.message import SendOptions, TaskMessage
 from minicelery.protocol import (
     decode_body,
     meta_to_exception,
@@ -41,9 +41,9 @@ CELERY_HEADERS = {
 CELERY_BODY = b'[[2, 3], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
 
 
-def add_message(**options) -> TaskMessage:
-    return TaskMessage.create("celery_tasks.add", (2, 3), task_id="315fcc66-21fe-4f6a-9e1f-948c46c67d2a",
-                              origin="gen8797@vm", **options)
+def add_message(now: datetime.datetime | None = None, **options) -> TaskMessage:
+    options = SendOptions(task_id="315fcc66-21fe-4f6a-9e1f-948c46c67d2a", origin="gen8797@vm", **options)
+    return TaskMessage.create("celery_tasks.add", (2, 3), options=options, now=now)
 
 
 # -- building -------------------------------------------------------------------------------------------
@@ -343,3 +343,16 @@ def test_the_examples_in_docs_protocol_md_run():
     path = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
     outcome = doctest.testfile(str(path), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert outcome.attempted >= 5 and outcome.failed == 0
+
+
+def test_request_fields_are_what_a_run_sees_as_task_request():
+    envelope = add_message(reply_to="reply-q", retries=2, parent_id="p", group_id="g", time_limit=9,
+                           eta="2026-11-24T00:20:41Z", headers={"custom": 1}).encode()
+    fields = parse_headers(envelope.properties["headers"], envelope.properties).request_fields()
+    assert fields == {
+        "id": "315fcc66-21fe-4f6a-9e1f-948c46c67d2a", "retries": 2,
+        "root_id": "315fcc66-21fe-4f6a-9e1f-948c46c67d2a", "parent_id": "p", "group": "g",
+        "origin": "gen8797@vm", "reply_to": "reply-q", "correlation_id": "315fcc66-21fe-4f6a-9e1f-948c46c67d2a",
+        "eta": "2026-11-24T00:20:41Z", "expires": None, "timelimit": (9, None), "ignore_result": False,
+        "argsrepr": "(2, 3)", "kwargsrepr": "{}", "headers": envelope.properties["headers"],
+    }
