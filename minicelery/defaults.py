@@ -102,8 +102,10 @@ SETTINGS: dict[str, Setting] = {
     "task_routes": Setting(None, "Routing of tasks to queues, by task name or glob."),
     "task_send_sent_event": Setting(False, "Send a task-sent event for every published task."),
     "task_serializer": Setting("json", "Serializer of task messages."),
-    "task_soft_time_limit": Setting(None, "Seconds after which SoftTimeLimitExceeded is raised in a task."),
-    "task_time_limit": Setting(None, "Seconds after which the process running a task is killed."),
+    "task_soft_time_limit": Setting(None, "Seconds after which SoftTimeLimitExceeded is raised in a task "
+                                          "(None or 0: no limit)."),
+    "task_time_limit": Setting(None, "Seconds after which the process running a task is killed "
+                                     "(None or 0: no limit)."),
     "task_store_errors_even_if_ignored": Setting(False, "Store errors even when results are ignored."),
     "task_track_started": Setting(False, "Report the STARTED state when a worker begins a task."),
     # -- worker ---------------------------------------------------------------------------------------

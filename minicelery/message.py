@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from . import serialization
-from .protocol import UTC, aware, parse_iso
+from .protocol import UTC, aware, parse_iso, read_time_limit
 from .saferepr import saferepr
 
 __all__ = ["Envelope", "SendOptions", "TaskMessage", "new_task_id"]
@@ -48,7 +48,8 @@ class SendOptions:
     makes a new one from the request it retries. ``countdown`` wins over ``eta``.
 
     Raises:
-        ValueError: ``soft_time_limit`` is greater than ``time_limit``.
+        ValueError: a negative or non-numeric time limit, or ``soft_time_limit`` greater than
+            ``time_limit`` (0 means no limit, as in Celery).
     """
 
     task_id: str | None = None
@@ -80,7 +81,7 @@ class SendOptions:
     serializer: str | None = None
 
     def __post_init__(self) -> None:
-        hard, soft = self.time_limit, self.soft_time_limit
+        hard, soft = read_time_limit(self.time_limit), read_time_limit(self.soft_time_limit)
         if hard is not None and soft is not None and soft > hard:
             raise ValueError("soft_time_limit must be less than or equal to time_limit")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import math
 import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from .saferepr import safe_repr
 
 __all__ = [
     "TaskHeaders", "aware", "decode_body", "exception_to_meta", "meta_to_exception", "parse_headers",
-    "parse_iso", "result_meta",
+    "parse_iso", "read_time_limit", "result_meta",
 ]
 
 UTC = datetime.timezone.utc
@@ -132,8 +133,10 @@ def _header_time(headers: Mapping[str, Any], key: str) -> datetime.datetime | No
     reason = f"a {type(value).__name__}"
     if isinstance(value, str):
         try:
-            return parse_iso(value)
-        except ValueError as exc:
+            when = parse_iso(value)
+            when.astimezone(UTC)  # a time that cannot be told in UTC (year 1 at +05:00) cannot be compared
+            return when
+        except (ValueError, OverflowError) as exc:
             reason = str(exc)
     raise InvalidTaskError(f"Header {key!r} must be an ISO-8601 date and time, got {value!r:.100} ({reason})")
 
@@ -148,10 +151,33 @@ def _header_int(headers: Mapping[str, Any], key: str) -> int:
 def _timelimit(value: Any) -> tuple[float | None, float | None]:
     if value is None:
         return None, None
-    if (isinstance(value, (list, tuple)) and len(value) == 2
-            and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in value)):
-        return value[0], value[1]
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        try:
+            return read_time_limit(value[0]), read_time_limit(value[1])
+        except ValueError as exc:
+            raise InvalidTaskError(f"Header 'timelimit' must be [hard, soft] seconds (0 or null: no limit): "
+                                   f"{exc}") from None
     raise InvalidTaskError(f"Header 'timelimit' must be [hard, soft] seconds or nulls, got {value!r:.100}")
+
+
+def read_time_limit(value: Any) -> float | None:
+    """A time limit as Celery reads one: seconds, where None and 0 both mean no limit.
+
+    Raises:
+        ValueError: a negative, NaN or infinite number, or something that is not a number.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"a time limit must be a number of seconds, got {type(value).__name__} "
+                         f"{value!r:.100}")
+    try:
+        usable = math.isfinite(value) and value >= 0
+    except OverflowError:  # an int too large for a float
+        usable = False
+    if not usable:
+        raise ValueError(f"a time limit must be a finite number of seconds, 0 or more, got {value!r:.100}")
+    return value or None
 
 
 def decode_body(body: bytes, content_type: str | None, content_encoding: str | None,

@@ -14,9 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from . import _state, states, trace
-from .exceptions import MaxRetriesExceededError, Retry
+from .exceptions import ImproperlyConfigured, MaxRetriesExceededError, Retry
 from .local import LocalStack
 from .message import SendOptions, new_task_id
+from .protocol import read_time_limit
 from .result import EagerResult
 
 __all__ = ["Task", "Context"]
@@ -130,12 +131,22 @@ class Task:
 
     @classmethod
     def bind(cls, app: Any) -> Any:
-        """Attach the task class to ``app`` and fill unset options from its configuration."""
+        """Attach the task class to ``app`` and fill unset options from its configuration.
+
+        Raises:
+            ImproperlyConfigured: a negative or non-numeric time limit (0 means no limit, as in Celery).
+        """
         cls._app = app
         conf = app.conf
         for attr, key in _FROM_CONFIG:
             if getattr(cls, attr, None) is None:
                 setattr(cls, attr, conf.get(key))
+        for attr in ("time_limit", "soft_time_limit"):
+            try:
+                setattr(cls, attr, read_time_limit(getattr(cls, attr)))  # 0 becomes None
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"Task {cls.name!r}: {attr} (or the task_{attr} setting): "
+                                           f"{exc}") from None
         if cls.__dict__.get("request_stack") is None:
             cls.request_stack = LocalStack()
         return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import string
 
 from hypothesis import given
@@ -198,3 +199,29 @@ def test_send_options_come_back_as_the_request_fields(task_id, retries, hard, so
     assert (fields["retries"], fields["timelimit"]) == (retries, (hard, soft))
     assert (fields["parent_id"], fields["group"], fields["reply_to"]) == (parent_id, group_id, reply_to)
     assert fields["ignore_result"] is bool(ignore_result) and parsed.priority == priority
+
+
+header_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40) | st.binary(max_size=8)
+    | st.datetimes(timezones=st.timezones()).map(lambda when: when.isoformat())
+    | st.sampled_from(["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "Z", "2026-01-01T00:00:00Z"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=2),
+    max_leaves=4)
+
+
+timelimits = st.lists(st.none() | st.integers() | st.floats() | st.booleans() | st.text(max_size=3),
+                      min_size=2, max_size=2) | header_values
+
+
+@given(timelimits, header_values, header_values)
+def test_random_timelimit_eta_and_expires_parse_to_sane_values_or_an_invalid_task(timelimit, eta, expires):
+    headers = {"task": "proj.t", "id": "tid", "timelimit": timelimit, "eta": eta, "expires": expires}
+    try:
+        parsed = parse_headers(headers)
+    except InvalidTaskError:
+        return
+    now = datetime.datetime.now(UTC)
+    for limit in parsed.timelimit:
+        assert limit is None or (isinstance(limit, (int, float)) and 0 < limit < math.inf)
+    for when in (parsed.eta, parsed.expires):
+        assert when is None or (when.tzinfo is not None and isinstance((when - now).total_seconds(), float))

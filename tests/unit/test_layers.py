@@ -139,9 +139,10 @@ def code_lines(path: Path) -> int:
 
 
 def test_line_budget():
-    """The core (app, messaging, results) stays near 3,000 lines of code, the whole package under 4,600
-    (4,500 until the pool's per-child job queue, which buys 4-13 % throughput on short tasks)."""
+    """The core (app, messaging, results) stays near 3,000 lines of code, the whole package under 4,700
+    (4,600 until the app layer gained message compression, bounded saferepr and time-limit checks; the
+    worker's rewrite is to bring the whole back under 4,579)."""
     counts = {module_name(p): code_lines(p) for p in all_modules()}
     core = sum(n for name, n in counts.items() if not name.startswith(("worker.", "cli", "__main__")))
     assert core <= 3200, f"the core has {core} lines of code"
-    assert sum(counts.values()) <= 4600, f"the package has {sum(counts.values())} lines of code"
+    assert sum(counts.values()) <= 4700, f"the package has {sum(counts.values())} lines of code"
