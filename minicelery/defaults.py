@@ -77,7 +77,7 @@ SETTINGS: dict[str, Setting] = {
     "task_acks_on_failure_or_timeout": Setting(True, "With acks_late, ack failed or timed-out tasks too."),
     "task_always_eager": Setting(False, "apply_async() runs the task locally instead of sending it."),
     "task_annotations": Setting(None, "Task attribute overrides, by task name or '*'."),
-    "task_compression": Setting(None, "Compression of task messages (not implemented)."),
+    "task_compression": Setting(None, "Compression of task messages: gzip, bzip2 or lzma (kombu's names)."),
     "task_create_missing_queues": Setting(True, "Define queues named in routes that are not in task_queues."),
     "task_inherit_parent_priority": Setting(False, "Subtasks inherit their parent's priority."),
     "task_default_delivery_mode": Setting(2, "AMQP delivery mode of task messages: 2 persistent, 1 not."),

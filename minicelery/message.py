@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from . import serialization
+from .compression import compress
 from .protocol import UTC, aware, parse_iso, read_time_limit
 from .saferepr import saferepr
 
@@ -79,6 +80,7 @@ class SendOptions:
     exchange: str | None = None
     routing_key: str | None = None
     serializer: str | None = None
+    compression: str | None = None  # kombu's name (gzip, bzip2, lzma...) or content type
 
     def __post_init__(self) -> None:
         hard, soft = read_time_limit(self.time_limit), read_time_limit(self.soft_time_limit)
@@ -190,16 +192,18 @@ class TaskMessage:
         return [list(self.args), self.kwargs, embed]
 
     def encode(self, serializer: str | None = None) -> Envelope:
-        """Serialize the body (with ``serializer``, else the options', else json) and return it with
-        the full properties.
+        """Serialize the body (with ``serializer``, else the options', else json), compress it if the
+        options say so (adding kombu's ``compression`` header), and return it with the full properties.
 
         Raises:
             EncodeError: an argument cannot be encoded; nothing has been sent.
-            ImproperlyConfigured: an unknown serializer.
+            ImproperlyConfigured: an unknown serializer or compression.
         """
         serializer = serializer or self.options.serializer or "json"
         content_type, content_encoding, body = serialization.dumps(self.body(), serializer)
         properties = self.properties()
+        if self.options.compression:  # like kombu, after the serializer and after every other header
+            body, properties["headers"]["compression"] = compress(body, self.options.compression)
         properties["content_type"] = content_type
         properties["content_encoding"] = content_encoding
         return Envelope(properties, body)

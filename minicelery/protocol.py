@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import exceptions, serialization, states
+from .compression import decompress
 from .exceptions import EncodeError, InvalidTaskError, SecurityError
 from .saferepr import safe_repr
 
@@ -181,14 +182,21 @@ def read_time_limit(value: Any) -> float | None:
 
 
 def decode_body(body: bytes, content_type: str | None, content_encoding: str | None,
-                accept: Collection[str]) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+                accept: Collection[str], compression: str | None = None,
+                ) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
     """Decode and check a task body: ``(args, kwargs, embed)``, embed ``{}`` when the message had null.
+
+    ``compression`` is the message's ``compression`` header (kombu's ``application/x-gzip``...); the body
+    is decompressed first, up to ``compression.MAX_DECOMPRESSED_SIZE`` bytes.
 
     Raises:
         ContentDisallowed: the content type is not in ``accept``.
-        DecodeError: the body cannot be decoded.
+        DecodeError: the body cannot be decompressed or decoded, or decompresses to too much.
         InvalidTaskError: the body decodes to something other than ``[list, dict, dict-or-null]``.
     """
+    if compression is not None:
+        serialization.check_accepted(content_type, accept)  # refuse before spending work on it
+        body = decompress(body, compression)
     payload = serialization.loads(body, content_type, content_encoding, accept)
     if not isinstance(payload, (list, tuple)) or len(payload) != 3:
         got = f"an array of {len(payload)}" if isinstance(payload, (list, tuple)) else type(payload).__name__

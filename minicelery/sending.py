@@ -33,6 +33,8 @@ def complete(options: SendOptions, conf: Settings, *, reply_queue: str,
         changes["delivery_mode"] = conf.task_default_delivery_mode
     if options.serializer is None:
         changes["serializer"] = conf.task_serializer
+    if options.compression is None:
+        changes["compression"] = conf.task_compression
     if parent is not None and not parent.called_directly:
         changes["parent_id"] = options.parent_id or parent.id
         changes["root_id"] = options.root_id or parent.root_id or parent.id

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minicelery import states
+from minicelery.compression import compress, decompress
 from minicelery.exceptions import ContentDisallowed, DecodeError, InvalidTaskError
 from minicelery.message import SendOptions, TaskMessage
 from minicelery.protocol import (
@@ -225,3 +226,24 @@ def test_random_timelimit_eta_and_expires_parse_to_sane_values_or_an_invalid_tas
         assert limit is None or (isinstance(limit, (int, float)) and 0 < limit < math.inf)
     for when in (parsed.eta, parsed.expires):
         assert when is None or (when.tzinfo is not None and isinstance((when - now).total_seconds(), float))
+
+
+methods = st.sampled_from(["gzip", "zlib", "bzip2", "bzip", "lzma", "xz", "application/x-gzip",
+                           "application/x-bz2", "application/x-lzma"])
+
+
+@given(st.binary(max_size=2048), methods)
+def test_compression_round_trips(body, method):
+    compressed, header = compress(body, method)
+    assert header.startswith("application/x-")
+    assert decompress(compressed, header) == decompress(compressed, method) == body
+
+
+@given(st.binary(max_size=256), methods | st.text(max_size=10) | st.none() | st.integers(),
+       st.integers(min_value=0, max_value=64))
+def test_decompressing_anything_gives_bytes_within_the_bound_or_a_decode_error(body, method, max_size):
+    try:
+        out = decompress(body, method, max_size=max_size)
+    except DecodeError:
+        return
+    assert isinstance(out, bytes) and len(out) <= max_size

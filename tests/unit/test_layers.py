@@ -15,7 +15,7 @@ LAYERS = {
     "_state": 1, "imports": 1, "log": 1,
     "saferepr": 0,
     "config": 2, "censoring": 2, "registry": 2, "transport": 2, "fieldtable": 2, "serialization": 2, "protocol": 2,
-    "message": 2,
+    "message": 2, "compression": 2,
     "trace": 3, "task": 3, "result": 3, "sending": 3,
     "amqp": 4, "backends": 4,
     "app": 5, "shared": 5,
