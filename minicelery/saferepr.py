@@ -69,7 +69,7 @@ def _write(out: _Text, obj: Any, depth: int, maxlevels: int, seen: set[int]) -> 
         room = out.room()
         out.write("'" + obj[:room].replace("'", "\\'") + "'")
     elif isinstance(obj, (bytes, bytearray)):
-        out.write(f"b'{_bytes_text(bytes(obj), out.room())}'")
+        out.write(f"b'{_bytes_text(obj, out.room())}'")
     elif isinstance(obj, (list, tuple, dict, set, frozenset)):
         _write_container(out, obj, depth, maxlevels, seen)
     elif isinstance(obj, numbers.Number) and not isinstance(obj, decimal.Decimal):
@@ -128,7 +128,7 @@ def _safe_str(number: Any) -> str:
         return f"<Unrepresentable {type(number)!r}{id(number):#x}>"
 
 
-def _bytes_text(value: bytes, room: int | None) -> str:
+def _bytes_text(value: bytes | bytearray, room: int | None) -> str:
     """Bytes as UTF-8 text, else as hex; only the first ``room`` characters' worth is looked at."""
     shown = value if room is None else value[:room * 4]
     decoder = codecs.getincrementaldecoder("utf-8")()

@@ -66,11 +66,12 @@ class Counted:
 @pytest.mark.parametrize("value", [
     "x" * BIG,
     b"x" * BIG,
+    bytearray(BIG),
     ["y" * 1024] * (BIG // 1024),
     {str(n): n for n in range(BIG // 32)},
     {"result": [("z" * 1024, {"deep": ["w" * BIG]})]},
     [[["v" * BIG]]],
-], ids=["str", "bytes", "list", "dict", "nested", "nested-list"])
+], ids=["str", "bytes", "bytearray", "list", "dict", "nested", "nested-list"])
 def test_a_20_mb_value_gives_a_bounded_text(value):
     text = saferepr(value, 1024)
     assert len(text) == 1024 + len("...") and text.endswith("...")
