@@ -1,8 +1,9 @@
 """Process-wide state: the current and default app, live apps, finalize callbacks and the task stack.
 
 Celery's counterpart is ``celery._state``. The current app is per thread (a new thread sees the default
-app until it sets its own), the default app is per process and is created on first use. Left out: the
-``CELERY_TRACE_APP`` debugging switch.
+app until it sets its own), the default app is per process and is created on first use, by the factory
+that ``minicelery.app`` registers when it is imported (this module never imports the app layer). Left out:
+the ``CELERY_TRACE_APP`` debugging switch.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "current_app", "current_task", "get_current_app", "get_current_task", "set_current_app",
-    "set_default_app", "connect_on_app_finalize", "announce_app_finalized", "live_apps",
+    "set_default_app", "set_default_app_factory", "connect_on_app_finalize", "announce_app_finalized",
+    "live_apps",
 ]
 
 _tls = threading.local()
 _default_app: Celery | None = None
 _default_app_lock = threading.Lock()
+_default_app_factory: Callable[[], Celery] | None = None
 _apps: weakref.WeakSet[Celery] = weakref.WeakSet()
 _on_app_finalizers: dict[Callable[[Any], Any], None] = {}  # a dict as an ordered set
 _task_stack = LocalStack()
@@ -41,6 +44,12 @@ def set_default_app(app: Celery) -> None:
     _default_app = app
 
 
+def set_default_app_factory(factory: Callable[[], Celery]) -> None:
+    """Register how the default app is built on first use (``minicelery.app`` does it at import)."""
+    global _default_app_factory
+    _default_app_factory = factory
+
+
 def get_current_app() -> Celery:
     """Return this thread's current app, else the default app (creating it on first use)."""
     app = getattr(_tls, "current_app", None)
@@ -54,10 +63,9 @@ def _get_default_app() -> Celery:
     if _default_app is None:
         with _default_app_lock:
             if _default_app is None:
-                # Whitelisted upward import: the default app is the one place the state layer must
-                # build an app, and importing at module level would be circular.
-                from .app import Celery
-                _default_app = Celery("default", set_as_current=False)
+                if _default_app_factory is None:
+                    raise RuntimeError("No default app: import minicelery (or minicelery.app) first.")
+                _default_app = _default_app_factory()
     return _default_app
 
 

@@ -12,20 +12,23 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from . import _state
 from .clock import LamportClock
 from .config import Settings
 from .exceptions import DuplicateTaskNameWarning, ImproperlyConfigured
 from .local import PromiseProxy
+from .message import SendOptions, TaskMessage
 from .registry import TaskRegistry
 from .result import AsyncResult
-from .sending import build_message, route
+from .sending import complete, route
 from .task import Task, add_autoretry_behaviour
 from .transport import Connection, QueueSpec, Transport
 from .urls import transport_scheme
@@ -161,7 +164,6 @@ class Celery:
         """The app's time zone: UTC unless ``timezone`` is set (or ``enable_utc`` is off)."""
         name = self.conf.timezone
         if name:
-            from zoneinfo import ZoneInfo  # only apps that set a zone pay for zoneinfo
             return ZoneInfo(name)
         if self.conf.enable_utc:
             return timezone.utc
@@ -348,45 +350,36 @@ class Celery:
                     self._backend = backend_for(self)
         return self._backend
 
-    def send_task(self, name: str, args: Any = None, kwargs: Any = None, *, task_id: str | None = None,
-                  countdown: float | None = None, eta: datetime | None = None,
-                  expires: float | datetime | None = None, **options: Any) -> AsyncResult:
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, *,
+                  options: SendOptions | None = None, **call_options: Any) -> AsyncResult:
         """Send a task by name (it need not be registered here) and return its ``AsyncResult``.
 
-        Options: ``queue``, ``routing_key``, ``exchange``, ``priority``, ``headers``, ``serializer``,
-        ``ignore_result``, ``retries``, ``time_limit``, ``soft_time_limit``, ``reply_to``, ``shadow``,
-        ``root_id``, ``parent_id``.
+        Options are Celery's keywords: ``task_id``, ``countdown``, ``eta``, ``expires``, ``queue``,
+        ``routing_key``, ``exchange``, ``priority``, ``headers``, ``serializer``, ``ignore_result``,
+        ``retries``, ``time_limit``, ``soft_time_limit``, ``reply_to``, ``shadow``, ``root_id``,
+        ``parent_id``; or ``options``, a ready :class:`~minicelery.message.SendOptions` (what
+        ``Task.apply_async`` passes), but not both.
         """
+        if options is None:
+            options = SendOptions.from_call(call_options)
+        elif call_options:
+            raise TypeError(f"send_task() takes options= or keyword options, not both: "
+                            f"{sorted(call_options)}")
         conf = self.conf
-        ignore_result = options.pop("ignore_result", None)
-        if ignore_result is None:
-            ignore_result = conf.task_ignore_result
-        parent = _state.get_current_task()
-        if parent is not None and not parent.request.called_directly:
-            options.setdefault("parent_id", parent.request.id)
-            options.setdefault("root_id", parent.request.root_id or parent.request.id)
         own_queue = self.reply_queue
-        message = build_message(self, name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta,
-                                expires=expires, ignore_result=bool(ignore_result), options=options,
-                                reply_queue=own_queue)
-        exchange, routing_key, queue = route(self, name, options)
-        declare = self._queue_declarations(queue)
-        if not ignore_result and message.reply_to == own_queue:
+        parent = _state.get_current_task()
+        options = complete(options, conf, reply_queue=own_queue,
+                           parent=parent.request if parent is not None else None)
+        now = self.now() if options.needs_clock else None
+        message = TaskMessage.create(name, args, kwargs, options, now)
+        exchange, routing_key, queue = route(conf, name, options)
+        if not options.ignore_result and message.reply_to == own_queue:
             # Only our own queue, never a reply_to passed through (a retry sent for another client).
             self.backend.prepare(own_queue)
-        envelope = message.encode(options.get("serializer") or conf.task_serializer)
-        self.broker.publish(envelope.body, envelope.properties, exchange=exchange,
-                            routing_key=routing_key, declare=declare)
-        return self.AsyncResult(message.id, task_name=name, ignored=bool(ignore_result))
-
-    def _queue_declarations(self, queue: str | None) -> tuple[Any, ...]:
-        """The declarations to make (once per connection) before publishing to ``queue``."""
-        if queue is None:
-            return ()
-        specs = self.__dict__.setdefault("_queue_specs", {})
-        if queue not in specs:
-            specs[queue] = (QueueSpec(queue),)
-        return specs[queue]
+        envelope = message.encode()
+        self.broker.publish(envelope.body, envelope.properties, exchange=exchange, routing_key=routing_key,
+                            declare=(QueueSpec(queue),) if queue is not None else ())
+        return self.AsyncResult(message.id, task_name=name, ignored=bool(options.ignore_result))
 
     @property
     def AsyncResult(self) -> type[AsyncResult]:  # noqa: N802 - Celery's name
@@ -404,8 +397,9 @@ class Celery:
         return main(list(argv or ["worker"]), app=self)
 
 
+_state.set_default_app_factory(lambda: Celery("default", set_as_current=False))
+
+
 def _oid(app: Celery, scope: Any) -> str:
     """A stable uuid3 for (host, process, scope, app), like Celery's ``oid_from``."""
-    import uuid  # here, not at the top: uuid imports platform, a cost `import minicelery` need not pay
-
     return str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode():x}-{os.getpid():x}-{scope}-{id(app):x}"))

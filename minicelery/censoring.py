@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pprint import pformat
 from typing import Any
 
 from .urls import DEFAULT_MASK, mask_broker_url, sanitize_url
@@ -58,8 +59,6 @@ def _censor_broker_url(value: Any, mask: str) -> Any:
 
 def pretty(value: Any) -> str:
     """Celery's ``celery.utils.text.pretty`` as ``humanize()`` uses it."""
-    from pprint import pformat  # only humanize() prints: keep pprint out of `import minicelery`
-
     if isinstance(value, dict):
         return "\n " + pformat(value, indent=4, width=80)[1:]
     if isinstance(value, tuple):

@@ -23,6 +23,7 @@ from . import __version__, log
 from .app import Celery
 from .exceptions import CeleryError, ImproperlyConfigured, OperationalError, TimeoutError
 from .imports import find_app
+from .protocol import read_time_limit
 
 __all__ = ["main", "EX_OK", "EX_FAILURE", "EX_USAGE", "EX_UNAVAILABLE", "EX_TEMPFAIL", "EX_CONFIG"]
 
@@ -68,6 +69,19 @@ def _at_least(minimum: int) -> Callable[[str], int]:
     return convert
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a time limit in seconds, 0 for none (negative or non-finite: a usage error)."""
+    value = float(text)  # argparse turns the ValueError into "invalid float value"
+    try:
+        read_time_limit(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+_seconds.__name__ = "float"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser for every sub-command (``-A`` and ``-b`` accepted before and after it)."""
     parser = _Parser(prog="minicelery", description="minicelery: run and call tasks")
@@ -85,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--prefetch-multiplier", type=_at_least(0), help="messages reserved per child")
     worker.add_argument("--max-tasks-per-child", type=_at_least(0),
                         help="replace a child after N tasks (0: the worker_max_tasks_per_child setting)")
-    worker.add_argument("--time-limit", type=float, help="hard time limit per task, in seconds")
-    worker.add_argument("--soft-time-limit", type=float, help="soft time limit per task, in seconds")
+    worker.add_argument("--time-limit", type=_seconds, help="hard time limit per task, in seconds (0: none)")
+    worker.add_argument("--soft-time-limit", type=_seconds,
+                        help="soft time limit per task, in seconds (0: none)")
     worker.add_argument("--without-heartbeat", action="store_true", help="disable AMQP heartbeats")
     worker.add_argument("--start-method", choices=["fork", "spawn"],
                         help="how children are started (default fork)")
@@ -159,10 +174,11 @@ def worker_command(app: Celery, args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"minicelery worker: {exc}")
     conf = app.conf
-    if args.time_limit is not None:
-        conf.task_time_limit = args.time_limit
+    hard, soft = read_time_limit(args.time_limit), read_time_limit(args.soft_time_limit)  # 0: none
+    if args.time_limit is not None:  # `--time-limit 0` lifts a limit the configuration sets
+        conf.task_time_limit = hard
     if args.soft_time_limit is not None:
-        conf.task_soft_time_limit = args.soft_time_limit
+        conf.task_soft_time_limit = soft
     log.setup(level)
     if level > logging.DEBUG:
         # pika logs each failed connection attempt at ERROR, with a traceback; the worker reports the
@@ -173,8 +189,7 @@ def worker_command(app: Celery, args: argparse.Namespace) -> int:
                     loglevel=level, prefetch_multiplier=args.prefetch_multiplier,
                     max_tasks_per_child=args.max_tasks_per_child,
                     heartbeat=0 if args.without_heartbeat else None, app_spec=args.app,
-                    start_method=args.start_method, time_limit=args.time_limit,
-                    soft_time_limit=args.soft_time_limit)
+                    start_method=args.start_method, time_limit=hard, soft_time_limit=soft)
     return worker.start()
 
 

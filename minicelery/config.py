@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import ChainMap
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
-from .censoring import HIDDEN_SETTINGS, censor, pretty
+from .censoring import censor, pretty
 from .defaults import DEFAULTS, NEW_TO_OLD, OLD_TO_NEW, SETTINGS
 from .exceptions import ImproperlyConfigured
 from .imports import import_object
 
-__all__ = ["Settings", "censor", "HIDDEN_SETTINGS"]
+__all__ = ["Settings", "canonical_name", "lookup_names"]
 
-#: Keys whose values are never shown (Celery 5.7's pattern, searched anywhere in the key, any case).
-#: It is deliberately broad: ``task_default_routing_key`` and ``passthrough`` are hidden too.
-_UNSET = object()
 _DICT_MEMBERS = frozenset(dir(dict))  # table() hides keys such as 'items' or 'update', like Celery
 
 # Celery's exact texts (celery.app.utils), each rename line formatted as '{old:<36} -> {new}'.
@@ -116,12 +114,35 @@ _DERIVED: dict[str, Callable[[Settings], Any]] = {
 }
 
 
+def lookup_names(key: Any, prefix: str | None) -> tuple[Any, ...]:
+    """The names ``key`` is looked up under in each layer, in order: with the namespace prefix (in the
+    prefix's case), bare, then its old or new spelling (``CELERY_TASK_SERIALIZER``/``task_serializer``)."""
+    if not isinstance(key, str):
+        return (key,)
+    names: list[str | None] = [key, NEW_TO_OLD.get(key), OLD_TO_NEW.get(key)]
+    if prefix:
+        prefixed = key if key.startswith(prefix) else prefix + key
+        names.insert(0, _match_case(prefixed, prefix))
+    return tuple(dict.fromkeys(name for name in names if name))
+
+
+def canonical_name(key: Any, prefix: str | None) -> Any:
+    """The new-style, unprefixed name of ``key``, so that one setting is listed once."""
+    if not isinstance(key, str) or key in OLD_TO_NEW:
+        return OLD_TO_NEW.get(key, key)
+    if prefix and key.startswith(prefix) and key == _match_case(key, prefix):
+        key = key[len(prefix):].lower()
+    return key
+
+
 class Settings:
     """The configuration of an app: ``app.conf``.
 
     Read a setting as ``conf.task_serializer`` or ``conf['task_serializer']``; write it the same way or
     with ``update()``. Writes go to the run-time changes and never load anything; the first read loads
     the source given to ``config_from_object()`` and then calls each function in ``on_load`` once.
+    Attribute names that start with ``_`` are the object's own: such a setting is read and written as
+    ``conf['_name']``.
 
     Args:
         changes: initial run-time changes (the app's constructor arguments).
@@ -129,20 +150,13 @@ class Settings:
             ``CELERY_TASK_SERIALIZER``, in each layer.
     """
 
-    __slots__ = ("_changes", "_defaults", "_source", "_pending", "_prefix", "_loaded", "on_load", "_names",
-                 "_cache")
-
     def __init__(self, changes: Mapping[Any, Any] | None = None, *, namespace: str | None = None) -> None:
-        init = object.__setattr__  # plain attribute writes would become settings (see __setattr__)
-        init(self, "_changes", dict(changes or {}))
-        init(self, "_defaults", copy.deepcopy(DEFAULTS))  # a private copy: defaults hold mutable dicts
-        init(self, "_source", {})
-        init(self, "_pending", None)  # (obj, silent) of a source not loaded yet
-        init(self, "_prefix", None)
-        init(self, "_loaded", False)
-        init(self, "on_load", [])
-        init(self, "_names", {})  # key → its candidate names: reads are on the hot path of delay()
-        init(self, "_cache", {})  # key → value read, emptied by every write (see _changed)
+        # The layers, highest first; the defaults are a private copy, since they hold mutable dicts.
+        self._layers: ChainMap[Any, Any] = ChainMap(dict(changes or {}), {}, copy.deepcopy(DEFAULTS))
+        self._pending: tuple[Any, bool] | None = None  # (obj, silent) of a source not loaded yet
+        self._prefix: str | None = None
+        self._loaded = False
+        self.on_load: list[Callable[[Settings], Any]] = []
         self._set_namespace(namespace)
 
     @property
@@ -156,15 +170,21 @@ class Settings:
         return MappingProxyType(self._changes)
 
     @property
+    def _changes(self) -> MutableMapping[Any, Any]:
+        return self._layers.maps[0]
+
+    @property
+    def _source(self) -> Mapping[Any, Any]:
+        return self._layers.maps[1]
+
+    @property
     def namespace(self) -> str | None:
         """The key prefix without its underscore (``'CELERY'``), or None."""
         return self._prefix[:-1] if self._prefix else None
 
     def _set_namespace(self, namespace: str | None) -> None:
         if namespace:
-            object.__setattr__(self, "_prefix", namespace.rstrip("_") + "_")
-            self._names.clear()
-            self._changed()
+            self._prefix = namespace.rstrip("_") + "_"
 
     def load(self) -> None:
         """Read the pending source now, if not done yet, then call the ``on_load`` functions once.
@@ -177,7 +197,7 @@ class Settings:
             return
         if self._pending is not None:
             self._use_source(*self._pending)
-        object.__setattr__(self, "_loaded", True)
+        self._loaded = True
         for callback in self.on_load:
             callback(self)
 
@@ -197,69 +217,40 @@ class Settings:
             self._use_source(obj, silent)
             self.load()
         else:
-            object.__setattr__(self, "_pending", (obj, silent))
+            self._pending = (obj, silent)
 
     def _use_source(self, obj: Any, silent: bool) -> None:
         source = _resolve_source(obj, silent)
         if not self._prefix:  # with a namespace, new names are assumed (as in Celery)
             _check_styles(source)
-        object.__setattr__(self, "_source", source)
-        self._changed()
-        object.__setattr__(self, "_pending", None)
+        self._layers.maps[1] = cast("MutableMapping[Any, Any]", source)  # only ever read
+        self._pending = None
 
     # -- lookups --------------------------------------------------------------------------------------
-
-    def _candidates(self, key: Any) -> tuple[Any, ...]:
-        """The names ``key`` is looked up under in each layer: prefixed, bare, then old/new spelling."""
-        if not isinstance(key, str):
-            return (key,)
-        found: tuple[Any, ...] | None = self._names.get(key)
-        if found is None:
-            names: list[str | None] = [key, NEW_TO_OLD.get(key), OLD_TO_NEW.get(key)]
-            if self._prefix:
-                prefixed = key if key.startswith(self._prefix) else self._prefix + key
-                names.insert(0, _match_case(prefixed, self._prefix))
-            found = self._names[key] = tuple(dict.fromkeys(name for name in names if name))
-        return found
-
-    def _canonical(self, key: Any) -> Any:
-        """The new-style, unprefixed name of ``key``, so one setting is listed once."""
-        if not isinstance(key, str) or key in OLD_TO_NEW:
-            return OLD_TO_NEW.get(key, key)
-        prefix = self._prefix
-        if prefix and key.startswith(prefix) and key == _match_case(key, prefix):
-            key = key[len(prefix):].lower()
-        return key
 
     def _raw(self, key: Any) -> Any:
         """The stored value of ``key`` from the highest layer that has it, without derivations."""
         self.load()
-        candidates = self._candidates(key)
-        for layer in (self._changes, self._source, self._defaults):
-            for name in candidates:
+        names = lookup_names(key, self._prefix)
+        for layer in self._layers.maps:
+            for name in names:
                 if name in layer:
                     return layer[name]
-        if self._prefix and len(candidates) > 1:
-            raise KeyError(f"Key not found: {key!r} (with prefix: {candidates[0]!r})")
+        if self._prefix and len(names) > 1:
+            raise KeyError(f"Key not found: {key!r} (with prefix: {names[0]!r})")
         raise KeyError(key)
 
     def _read(self, key: Any) -> Any:
-        value = self._cache.get(key, _UNSET)
-        if value is not _UNSET:
-            return value
-        derive = _DERIVED.get(self._canonical(key)) if isinstance(key, str) else None
-        if derive:  # never cached: derived values follow the environment
-            return derive(self)
-        value = self._cache[key] = self._raw(key)
-        return value
+        derive = _DERIVED.get(canonical_name(key, self._prefix)) if isinstance(key, str) else None
+        return derive(self) if derive else self._raw(key)
 
     def __getitem__(self, key: Any) -> Any:
         return self._read(key)
 
     def __getattr__(self, name: str) -> Any:
-        # Only called when normal lookup fails. Dunder probes (copy, pickle) and unset slots must not
-        # load the configuration or recurse.
-        if name.startswith("__") or name in Settings.__slots__:
+        # Only called when normal lookup fails. Our own names (and the dunder probes of copy and pickle,
+        # which may come before __init__ ran) must not load the configuration or recurse.
+        if name.startswith("_"):
             raise AttributeError(name)
         try:
             return self._read(name)
@@ -275,21 +266,22 @@ class Settings:
 
     def __contains__(self, key: Any) -> bool:
         """Whether any layer has ``key`` (under any of its names); this loads the source."""
-        return self.value_set_for(key) or any(name in self._defaults for name in self._candidates(key))
+        self.load()
+        return any(name in self._layers for name in lookup_names(key, self._prefix))
 
     def value_set_for(self, key: Any) -> bool:
         """Whether ``key`` was set by the changes or the source, not just defaulted (this loads)."""
         self.load()
-        return any(name in layer for layer in (self._changes, self._source) for name in self._candidates(key))
+        return any(name in layer for layer in self._layers.maps[:2]
+                   for name in lookup_names(key, self._prefix))
 
     def _keys(self, with_defaults: bool = True) -> list[Any]:
         self.load()
-        layers = (self._defaults, self._source, self._changes) if with_defaults else (
-            self._source, self._changes)
+        layers = self._layers.maps[::-1] if with_defaults else self._layers.maps[1::-1]
         first_names: dict[Any, Any] = {}  # canonical name → first name seen, in Celery's order
         for layer in layers:
             for key in layer:
-                first_names.setdefault(self._canonical(key), key)
+                first_names.setdefault(canonical_name(key, self._prefix), key)
         return list(first_names.values())
 
     def keys(self) -> list[Any]:
@@ -312,33 +304,27 @@ class Settings:
 
     # -- writes ---------------------------------------------------------------------------------------
 
-    def _changed(self) -> None:
-        """Forget every cached read: called by each write."""
-        self._cache.clear()
-
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in Settings.__slots__:
-            object.__setattr__(self, name, value)
+        if name.startswith("_") or name == "on_load":
+            super().__setattr__(name, value)
         else:
             self[name] = value
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._changes[key] = value
-        self._changed()
 
     def update(self, mapping: Any = None, /, **kwargs: Any) -> None:
         """Set several settings, like ``dict.update``; they go to the run-time changes."""
         if mapping is not None:
             self._changes.update(mapping)
         self._changes.update(kwargs)
-        self._changed()
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         """Set ``key`` unless the run-time changes already have it; return the value there.
 
         Like Celery's pending configuration, this looks at the changes only, so it never loads the source.
         """
-        for name in self._candidates(key):
+        for name in lookup_names(key, self._prefix):
             if name in self._changes:
                 return self._changes[name]
         self[key] = default

@@ -77,7 +77,7 @@ SETTINGS: dict[str, Setting] = {
     "task_acks_on_failure_or_timeout": Setting(True, "With acks_late, ack failed or timed-out tasks too."),
     "task_always_eager": Setting(False, "apply_async() runs the task locally instead of sending it."),
     "task_annotations": Setting(None, "Task attribute overrides, by task name or '*'."),
-    "task_compression": Setting(None, "Compression of task messages (not implemented)."),
+    "task_compression": Setting(None, "Compression of task messages: gzip, bzip2 or lzma (kombu's names)."),
     "task_create_missing_queues": Setting(True, "Define queues named in routes that are not in task_queues."),
     "task_inherit_parent_priority": Setting(False, "Subtasks inherit their parent's priority."),
     "task_default_delivery_mode": Setting(2, "AMQP delivery mode of task messages: 2 persistent, 1 not."),
@@ -102,8 +102,10 @@ SETTINGS: dict[str, Setting] = {
     "task_routes": Setting(None, "Routing of tasks to queues, by task name or glob."),
     "task_send_sent_event": Setting(False, "Send a task-sent event for every published task."),
     "task_serializer": Setting("json", "Serializer of task messages."),
-    "task_soft_time_limit": Setting(None, "Seconds after which SoftTimeLimitExceeded is raised in a task."),
-    "task_time_limit": Setting(None, "Seconds after which the process running a task is killed."),
+    "task_soft_time_limit": Setting(None, "Seconds after which SoftTimeLimitExceeded is raised in a task "
+                                          "(None or 0: no limit)."),
+    "task_time_limit": Setting(None, "Seconds after which the process running a task is killed "
+                                     "(None or 0: no limit)."),
     "task_store_errors_even_if_ignored": Setting(False, "Store errors even when results are ignored."),
     "task_track_started": Setting(False, "Report the STARTED state when a worker begins a task."),
     # -- worker ---------------------------------------------------------------------------------------

@@ -1,229 +1,43 @@
-"""Celery's task message (protocol version 2) and the result message the rpc backend sends back.
+"""Reading Celery's task message (protocol version 2), and the result message the rpc backend sends back.
 
-A task message is one AMQP message: 19 headers say what to run and when (``task``, ``id``, ``eta``, ...),
-a few properties say where the answer goes (``reply_to``, ``correlation_id``), and the body is the triple
-``[args, kwargs, embed]``. :class:`TaskMessage` builds one with Celery's exact keys, key order and values;
-:func:`parse_headers` and :func:`decode_body` read one back in two steps, because a worker's main process
-looks only at the headers and leaves the body to the child that runs the task. See ``docs/protocol.md``.
+A worker reads a task message in two steps: :func:`parse_headers` checks the headers in the main
+process, and :func:`decode_body` decodes the ``[args, kwargs, embed]`` body in the child that runs the
+task. :meth:`TaskHeaders.request_fields` is the request context a run sees (``task.request``). A result
+message is :func:`result_meta`; an exception in it travels as a dict made by :func:`exception_to_meta` and
+is rebuilt by :func:`meta_to_exception`. Building a task message is :mod:`minicelery.message`; see
+``docs/protocol.md``.
 
-Celery's counterparts are ``celery.app.amqp.AMQP.as_task_v2``/``send_task_message`` (building),
-``celery.worker.request``/``strategy`` (reading) and ``celery.backends.rpc`` with ``base.Backend``
-(``_get_result_meta``). Exceptions travel as dicts made by ``serialization.exception_to_meta``, re-exported
-here with its inverse. Left out: protocol 1, which Celery still reads (it is refused here with a message
-that says so), sent events, and canvas stamping (the ``stamps`` headers are sent, but empty).
+Celery's counterparts are ``celery.worker.request``/``strategy`` (reading) and ``celery.backends.rpc``
+with ``base.Backend`` (``_get_result_meta``, ``prepare_exception``, ``exception_to_python``). Left out:
+protocol 1, which Celery still reads (it is refused here with a message that says so).
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
-import logging
-import os
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+import math
+import sys
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from . import serialization, states
-from .exceptions import InvalidTaskError
-from .serialization import exception_to_meta, meta_to_exception, saferepr
+from . import exceptions, serialization, states
+from .compression import decompress
+from .exceptions import EncodeError, InvalidTaskError, SecurityError
+from .saferepr import safe_repr
 
 __all__ = [
-    "Envelope", "TaskHeaders", "TaskMessage", "decode_body", "exception_to_meta", "meta_to_exception",
-    "new_task_id", "parse_headers", "parse_iso", "result_meta",
+    "TaskHeaders", "aware", "decode_body", "exception_to_meta", "meta_to_exception", "parse_headers",
+    "parse_iso", "read_time_limit", "result_meta",
 ]
 
-logger = logging.getLogger(__name__)
 UTC = datetime.timezone.utc
-#: Celery's ``argsrepr_maxsize`` and ``kwargsrepr_maxsize``.
-REPR_MAXSIZE = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """An encoded message: AMQP properties (as a plain dict, with ``headers``) and the body bytes."""
-
-    properties: dict[str, Any]
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class TaskMessage:
-    """Everything of one task message, already in wire form (ISO strings, milliseconds as a string).
-
-    Build one with :meth:`create`; :meth:`encode` lays it out as Celery does.
-    """
-
-    id: str
-    task: str
-    args: Sequence[Any] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    eta: str | None = None
-    expires: str | None = None
-    retries: int = 0
-    timelimit: tuple[float | None, float | None] = (None, None)  # (hard, soft): hard first, as sent
-    root_id: str | None = None
-    parent_id: str | None = None
-    group: str | None = None
-    group_index: int | None = None
-    shadow: str | None = None
-    argsrepr: str = "()"
-    kwargsrepr: str = "{}"
-    origin: str | None = None
-    ignore_result: bool = False
-    replaced_task_nesting: int = 0
-    stamped_headers: list[str] | None = None
-    stamps: dict[str, Any] = field(default_factory=dict)
-    callbacks: list[Any] | None = None
-    errbacks: list[Any] | None = None
-    chain: list[Any] | None = None
-    chord: Any = None
-    reply_to: str | None = None
-    correlation_id: str | None = None
-    priority: int | None = None
-    delivery_mode: int = 2
-    expiration: str | None = None  # the AMQP per-message TTL, whole milliseconds as a string
-    extra_headers: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def create(cls, name: str, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
-               *, task_id: str | None = None, countdown: float | None = None,
-               eta: datetime.datetime | str | None = None,
-               expires: float | datetime.datetime | str | None = None, now: datetime.datetime | None = None,
-               retries: int = 0, time_limit: float | None = None, soft_time_limit: float | None = None,
-               root_id: str | None = None, parent_id: str | None = None, group_id: str | None = None,
-               group_index: int | None = None, shadow: str | None = None, reply_to: str | None = None,
-               priority: int | None = None, ignore_result: bool = False,
-               headers: Mapping[str, Any] | None = None, origin: str | None = None,
-               callbacks: list[Any] | None = None, errbacks: list[Any] | None = None,
-               chain: list[Any] | None = None, chord: Any = None, delivery_mode: int = 2) -> TaskMessage:
-        """Build the message ``apply_async(args, kwargs, **options)`` sends, with Celery's defaults.
-
-        ``countdown`` wins over ``eta``; ``now`` (default: the current UTC time) anchors ``countdown`` and
-        ``expires`` given in seconds. ``args`` and ``kwargs`` are kept as given, not copied.
-
-        Raises:
-            TypeError: ``args`` is not a list or tuple, or ``kwargs`` is not a mapping (Celery's texts).
-        """
-        args, kwargs = args or (), kwargs or {}  # Celery's `args or ()`: None and [] both mean no args
-        if not isinstance(args, (list, tuple)):
-            raise TypeError("task args must be a list or tuple")
-        if not isinstance(kwargs, Mapping):
-            raise TypeError("task keyword arguments must be a mapping")
-        kwargs = kwargs if type(kwargs) is dict else dict(kwargs)
-        task_id = task_id or new_task_id()
-        if now is None and (countdown or expires is not None):
-            now = datetime.datetime.now(UTC)
-        expires_iso, expiration = _expiry(task_id, expires, now)
-        return cls(
-            id=task_id, task=name, args=args, kwargs=kwargs, eta=_eta(countdown, eta, now),
-            expires=expires_iso, retries=retries, timelimit=(time_limit, soft_time_limit),
-            root_id=root_id or task_id, parent_id=parent_id, group=group_id, group_index=group_index,
-            shadow=shadow, argsrepr=saferepr(args, REPR_MAXSIZE),
-            kwargsrepr=saferepr(kwargs, REPR_MAXSIZE),
-            origin=origin or _anon_nodename(), ignore_result=ignore_result, callbacks=callbacks,
-            errbacks=errbacks, chain=chain, chord=chord, reply_to=reply_to, correlation_id=task_id,
-            priority=priority, delivery_mode=delivery_mode, expiration=expiration,
-            extra_headers=dict(headers) if headers else {},
-        )
-
-    def headers(self) -> dict[str, Any]:
-        """The AMQP headers: Celery's 19 keys in Celery's order, then the caller's extra headers."""
-        headers = {
-            "lang": "py", "task": self.task, "id": self.id, "shadow": self.shadow, "eta": self.eta,
-            "expires": self.expires, "group": self.group, "group_index": self.group_index,
-            "retries": self.retries, "timelimit": list(self.timelimit), "root_id": self.root_id,
-            "parent_id": self.parent_id, "argsrepr": self.argsrepr, "kwargsrepr": self.kwargsrepr,
-            "origin": self.origin, "ignore_result": self.ignore_result,
-            "replaced_task_nesting": self.replaced_task_nesting, "stamped_headers": self.stamped_headers,
-            "stamps": self.stamps,
-        }
-        if self.extra_headers:  # like Celery, extra headers are merged last and may override
-            headers.update(self.extra_headers)
-        return headers
-
-    def properties(self) -> dict[str, Any]:
-        """The AMQP properties other than the content type and encoding (``encode`` adds those)."""
-        properties: dict[str, Any] = {"correlation_id": self.correlation_id or self.id}
-        if self.reply_to:
-            properties["reply_to"] = self.reply_to
-        properties["delivery_mode"] = self.delivery_mode
-        if self.priority is not None:
-            properties["priority"] = self.priority
-        if self.expiration is not None:
-            properties["expiration"] = self.expiration
-        properties["headers"] = self.headers()
-        return properties
-
-    def body(self) -> list[Any]:
-        """The body before encoding: ``[args, kwargs, embed]``, embed with exactly Celery's four keys."""
-        embed = {"callbacks": self.callbacks, "errbacks": self.errbacks, "chain": self.chain,
-                 "chord": self.chord}
-        return [list(self.args), self.kwargs, embed]
-
-    def encode(self, serializer: str = "json") -> Envelope:
-        """Serialize the body and return it with the full properties.
-
-        Raises:
-            EncodeError: an argument cannot be encoded; nothing has been sent.
-            ImproperlyConfigured: an unknown serializer.
-        """
-        content_type, content_encoding, body = serialization.dumps(self.body(), serializer)
-        properties = self.properties()
-        properties["content_type"] = content_type
-        properties["content_encoding"] = content_encoding
-        return Envelope(properties, body)
-
-
-def _eta(countdown: float | None, eta: datetime.datetime | str | None,
-         now: datetime.datetime | None) -> str | None:
-    if countdown and now is not None:  # Celery tests `if countdown:`, so countdown=0 means no ETA
-        return (_aware(now) + datetime.timedelta(seconds=countdown)).isoformat()
-    if isinstance(eta, datetime.datetime):
-        return eta.isoformat()  # sent as given, like Celery; a naive ETA is read back as UTC
-    return eta  # None, or already an ISO string (a retried message keeps its header)
-
-
-def _expiry(task_id: str, expires: float | datetime.datetime | str | None,
-            now: datetime.datetime | None) -> tuple[str | None, str | None]:
-    """Return the ``expires`` header and the AMQP ``expiration`` property (whole ms, as a string)."""
-    if expires is None or now is None:
-        return None, None
-    now = _aware(now)
-    if isinstance(expires, (int, float)):
-        seconds = float(expires)
-        header = (now + datetime.timedelta(seconds=seconds)).isoformat()
-    else:
-        header = expires if isinstance(expires, str) else expires.isoformat()
-        when = parse_iso(expires) if isinstance(expires, str) else _aware(expires)
-        seconds = (when - now).total_seconds()
-    if seconds < 0:
-        # RabbitMQ drops a message with TTL 0 unless a consumer takes it at once, as Celery intends.
-        logger.warning("%s has an expiration date in the past (%ss ago); sending it with expiration 0.",
-                       task_id, -seconds)
-        seconds = 0
-    return header, str(int(seconds * 1000))
-
-
-def _aware(when: datetime.datetime) -> datetime.datetime:
+def aware(when: datetime.datetime) -> datetime.datetime:
+    """``when`` with a time zone: a naive datetime is read as UTC, as Celery reads one."""
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
-@functools.cache
-def _hostname() -> str:
-    import socket  # here, not at the top: only senders need it, and `import minicelery` must stay fast
-
-    return socket.gethostname()  # cached: it does not change, and some systems ask a resolver
-
-
-def _anon_nodename() -> str:
-    return f"gen{os.getpid()}@{_hostname()}"  # the pid is read each time: it changes after fork
-
-
-def new_task_id() -> str:
-    """A new task id: a random uuid4, as Celery's."""
-    import uuid  # here, not at the top: uuid imports platform, a cost `import minicelery` need not pay
-
-    return str(uuid.uuid4())
 
 
 def parse_iso(value: str) -> datetime.datetime:
@@ -234,7 +48,7 @@ def parse_iso(value: str) -> datetime.datetime:
     """
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
-    return _aware(datetime.datetime.fromisoformat(value))
+    return aware(datetime.datetime.fromisoformat(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +74,19 @@ class TaskHeaders:
     correlation_id: str
     priority: int | None
     headers: dict[str, Any]  # every header as received, the caller's custom ones included
+
+    def request_fields(self) -> dict[str, Any]:
+        """The request context a run of this task sees as ``task.request``, from its headers.
+
+        ``eta`` and ``expires`` are the header texts, as in Celery. The worker adds ``delivery_info``;
+        the child that runs the task adds ``args``, ``kwargs`` and ``hostname``.
+        """
+        return {"id": self.id, "retries": self.retries, "root_id": self.root_id, "parent_id": self.parent_id,
+                "group": self.group, "origin": self.origin, "reply_to": self.reply_to,
+                "correlation_id": self.correlation_id, "eta": self.headers.get("eta"),
+                "expires": self.headers.get("expires"), "timelimit": self.timelimit,
+                "ignore_result": self.ignore_result, "argsrepr": self.argsrepr,
+                "kwargsrepr": self.kwargsrepr, "headers": self.headers}
 
 
 _PROTOCOL_1 = (": this is not a protocol 2 task message. Celery's protocol 1, which carries the task in "
@@ -307,8 +134,10 @@ def _header_time(headers: Mapping[str, Any], key: str) -> datetime.datetime | No
     reason = f"a {type(value).__name__}"
     if isinstance(value, str):
         try:
-            return parse_iso(value)
-        except ValueError as exc:
+            when = parse_iso(value)
+            when.astimezone(UTC)  # a time that cannot be told in UTC (year 1 at +05:00) cannot be compared
+            return when
+        except (ValueError, OverflowError) as exc:
             reason = str(exc)
     raise InvalidTaskError(f"Header {key!r} must be an ISO-8601 date and time, got {value!r:.100} ({reason})")
 
@@ -323,21 +152,51 @@ def _header_int(headers: Mapping[str, Any], key: str) -> int:
 def _timelimit(value: Any) -> tuple[float | None, float | None]:
     if value is None:
         return None, None
-    if (isinstance(value, (list, tuple)) and len(value) == 2
-            and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in value)):
-        return value[0], value[1]
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        try:
+            return read_time_limit(value[0]), read_time_limit(value[1])
+        except ValueError as exc:
+            raise InvalidTaskError(f"Header 'timelimit' must be [hard, soft] seconds (0 or null: no limit): "
+                                   f"{exc}") from None
     raise InvalidTaskError(f"Header 'timelimit' must be [hard, soft] seconds or nulls, got {value!r:.100}")
 
 
+def read_time_limit(value: Any) -> float | None:
+    """A time limit as Celery reads one: seconds, where None and 0 both mean no limit.
+
+    Raises:
+        ValueError: a negative, NaN or infinite number, or something that is not a number.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"a time limit must be a number of seconds, got {type(value).__name__} "
+                         f"{value!r:.100}")
+    try:
+        usable = math.isfinite(value) and value >= 0
+    except OverflowError:  # an int too large for a float
+        usable = False
+    if not usable:
+        raise ValueError(f"a time limit must be a finite number of seconds, 0 or more, got {value!r:.100}")
+    return value or None
+
+
 def decode_body(body: bytes, content_type: str | None, content_encoding: str | None,
-                accept: Collection[str]) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+                accept: Collection[str], compression: str | None = None,
+                ) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
     """Decode and check a task body: ``(args, kwargs, embed)``, embed ``{}`` when the message had null.
+
+    ``compression`` is the message's ``compression`` header (kombu's ``application/x-gzip``...); the body
+    is decompressed first, up to ``compression.MAX_DECOMPRESSED_SIZE`` bytes.
 
     Raises:
         ContentDisallowed: the content type is not in ``accept``.
-        DecodeError: the body cannot be decoded.
+        DecodeError: the body cannot be decompressed or decoded, or decompresses to too much.
         InvalidTaskError: the body decodes to something other than ``[list, dict, dict-or-null]``.
     """
+    if compression is not None:
+        serialization.check_accepted(content_type, accept)  # refuse before spending work on it
+        body = decompress(body, compression)
     payload = serialization.loads(body, content_type, content_encoding, accept)
     if not isinstance(payload, (list, tuple)) or len(payload) != 3:
         got = f"an array of {len(payload)}" if isinstance(payload, (list, tuple)) else type(payload).__name__
@@ -369,7 +228,7 @@ def result_meta(task_id: str, status: str, result: Any, *, traceback: str | None
     done: str | None = None
     if status in states.READY_STATES:
         when = date_done or datetime.datetime.now(UTC)
-        done = when if isinstance(when, str) else _aware(when).isoformat()
+        done = when if isinstance(when, str) else aware(when).isoformat()
     meta = {"status": status, "result": result, "traceback": traceback, "children": list(children or ()),
             "date_done": done}
     if group_id:
@@ -378,3 +237,75 @@ def result_meta(task_id: str, status: str, result: Any, *, traceback: str | None
         meta["parent_id"] = parent_id
     meta["task_id"] = task_id
     return meta
+
+
+#: Modules whose exceptions minicelery has its own classes for: ours, and the names they travel under.
+_OUR_MODULES = frozenset({exceptions.__name__, *exceptions.WIRE_MODULES.values()})
+_MISSING = object()
+
+
+def exception_to_meta(exc: BaseException, serializer: str = "json") -> dict[str, Any]:
+    """Describe an exception for the wire: ``{'exc_type': ..., 'exc_message': [...], 'exc_module': ...}``.
+
+    Arguments the serializer cannot encode are replaced by their ``repr``. minicelery's own exceptions
+    are reported under Celery's module names (``exceptions.WIRE_MODULES``) so Celery peers rebuild them.
+    """
+    cls = type(exc)
+    module = cls.__module__
+    if module == exceptions.__name__:
+        module = exceptions.WIRE_MODULES.get(cls.__name__, module)
+    return {"exc_type": cls.__qualname__, "exc_message": [_encodable(arg, serializer) for arg in exc.args],
+            "exc_module": module}
+
+
+def _encodable(arg: Any, serializer: str) -> Any:
+    try:
+        serialization.dumps(arg, serializer)
+    except EncodeError:
+        return safe_repr(arg)
+    return arg
+
+
+def meta_to_exception(meta: Mapping[str, Any]) -> BaseException:
+    """Rebuild an exception from :func:`exception_to_meta`'s dict, without importing anything.
+
+    minicelery's own classes stand for theirs (also under Celery's module names); other classes are looked
+    up in modules already imported; a missing one becomes a new ``Exception`` subclass of that name.
+
+    Raises:
+        SecurityError: the name resolves to something that is not an exception class (``os.system``).
+        ValueError: ``exc_type`` is missing.
+    """
+    name = meta.get("exc_type")
+    if not isinstance(name, str) or not name:
+        raise ValueError("Exception information must include the exception type (exc_type)")
+    module = meta.get("exc_module")
+    module = module if isinstance(module, str) else None
+    message = meta.get("exc_message", "")
+    cls = _exception_class(module, name, message)
+    try:
+        return cls(*message) if isinstance(message, (list, tuple)) else cls(message)
+    except Exception:  # its constructor wants other arguments than its args: keep name and message
+        return Exception(f"{cls.__name__}({message})")
+
+
+def _exception_class(module: str | None, name: str, message: Any) -> type[BaseException]:
+    if module in _OUR_MODULES and name in exceptions.__all__:
+        ours = getattr(exceptions, name)
+        if isinstance(ours, type) and issubclass(ours, BaseException):
+            return ours
+    # Never import: a result names any module it likes, and importing runs that module's code.
+    found: Any = sys.modules.get(module, _MISSING) if module else _MISSING
+    for part in name.split("."):  # a nested class travels as 'Outer.Inner'
+        found = _MISSING if found is _MISSING else getattr(found, part, _MISSING)
+    if found is _MISSING:
+        return _stand_in(module or "celery.exceptions", name)
+    if not (isinstance(found, type) and issubclass(found, BaseException)):
+        raise SecurityError(f"Expected an exception class, got {module}.{name} with payload {message}")
+    return found
+
+
+@functools.lru_cache(maxsize=128)
+def _stand_in(module: str, qualname: str) -> type[Exception]:
+    # Cached, so that two results carrying the same unknown exception share one class.
+    return type(qualname.rpartition(".")[2], (Exception,), {"__module__": module, "__qualname__": qualname})

@@ -6,6 +6,7 @@ is both a ``KeyError`` (so ``dict`` habits keep working) and a task error that s
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from .exceptions import InvalidTaskError, NotRegistered
@@ -23,8 +24,6 @@ class TaskRegistry(dict[str, Any]):
 
     def suggest(self, name: str) -> tuple[str, ...]:
         """Registered names that look like ``name``, best first (for error messages)."""
-        import difflib  # only error messages need it: keep it out of `import minicelery`
-
         return tuple(difflib.get_close_matches(str(name), list(self), n=3, cutoff=0.6))
 
     def register(self, task: Any) -> None:

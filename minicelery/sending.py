@@ -1,4 +1,4 @@
-"""From ``send_task`` arguments to a protocol-v2 message and a route (exchange, routing key, queue).
+"""What the app adds to a call's ``SendOptions`` before sending, and where the message goes.
 
 Routing follows Celery for the cases minicelery supports: an explicit ``queue=``, then ``task_routes``
 (a dict or list of dicts keyed by task name or glob pattern, each giving ``{'queue': ...}``), then
@@ -9,52 +9,53 @@ routing key, after declaring it the way Celery does. Celery's counterpart is ``c
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
+from .config import Settings
 from .exceptions import ImproperlyConfigured
-from .protocol import TaskMessage
+from .message import SendOptions
 
-__all__ = ["build_message", "route"]
-
-#: Options that ``send_task`` consumes itself rather than passing on to the message.
-_MESSAGE_OPTIONS = ("retries", "time_limit", "soft_time_limit", "root_id", "parent_id", "shadow",
-                    "reply_to", "priority", "headers", "group_id", "group_index")
+__all__ = ["complete", "route"]
 
 
-def build_message(app: Any, name: str, args: Any, kwargs: Any, *, task_id: str | None,
-                  countdown: float | None, eta: datetime | None, expires: float | datetime | None,
-                  ignore_result: bool, options: Mapping[str, Any], reply_queue: str) -> TaskMessage:
-    """Build the task message for one ``send_task`` call; replies go to ``reply_queue`` unless an
-    explicit ``reply_to`` option says otherwise."""
-    extra = {key: options[key] for key in _MESSAGE_OPTIONS if options.get(key) is not None}
-    extra.setdefault("reply_to", reply_queue)
-    needs_clock = countdown is not None or eta is not None or expires is not None
-    return TaskMessage.create(
-        name, args if args is not None else (), kwargs if kwargs is not None else {},
-        task_id=task_id, countdown=countdown, eta=eta, expires=expires,
-        now=app.now() if needs_clock else None, ignore_result=ignore_result,
-        delivery_mode=options.get("delivery_mode") or app.conf.task_default_delivery_mode, **extra)
+def complete(options: SendOptions, conf: Settings, *, reply_queue: str,
+             parent: Any = None) -> SendOptions:
+    """Fill in what one call left to the app, once: the settings' defaults, replies to ``reply_queue``
+    (unless the call names a ``reply_to``), and, inside a running task (``parent``: its request), the
+    parent and root ids that link the new task to it."""
+    changes: dict[str, Any] = {"reply_to": options.reply_to or reply_queue}
+    if options.ignore_result is None:
+        changes["ignore_result"] = bool(conf.task_ignore_result)
+    if options.delivery_mode is None:
+        changes["delivery_mode"] = conf.task_default_delivery_mode
+    if options.serializer is None:
+        changes["serializer"] = conf.task_serializer
+    if options.compression is None:
+        changes["compression"] = conf.task_compression
+    if parent is not None and not parent.called_directly:
+        changes["parent_id"] = options.parent_id or parent.id
+        changes["root_id"] = options.root_id or parent.root_id or parent.id
+    return dataclasses.replace(options, **changes)
 
 
-def route(app: Any, name: str, options: Mapping[str, Any]) -> tuple[str, str, str | None]:
+def route(conf: Settings, name: str, options: SendOptions) -> tuple[str, str, str | None]:
     """Decide where a task goes: ``(exchange, routing_key, queue to declare or None)``.
 
     An explicit ``exchange`` is used as given (nothing is declared); otherwise the message goes to the
     default exchange with the queue's name as routing key, and that queue is declared first.
     """
-    queue = options.get("queue")
-    exchange = options.get("exchange")
-    routing_key = options.get("routing_key")
+    queue, exchange, routing_key = options.queue, options.exchange, options.routing_key
     if queue is None and exchange is None and routing_key is None:
-        found = _lookup_route(app.conf.task_routes, name)
+        found = _lookup_route(conf.task_routes, name)
         queue, exchange, routing_key = found.get("queue"), found.get("exchange"), found.get("routing_key")
     if exchange is not None:
         return str(exchange), str(routing_key or queue or name), None
     if queue is None and routing_key is not None:
-        return str(app.conf.task_default_exchange), str(routing_key), None
-    queue = queue or app.conf.task_default_queue
+        return str(conf.task_default_exchange), str(routing_key), None
+    queue = queue or conf.task_default_queue
     if not isinstance(queue, str):
         raise ImproperlyConfigured(f"queue must be a queue name (a str), not {queue!r}")
     return "", queue, queue
@@ -70,8 +71,6 @@ def _lookup_route(routes: Any, name: str) -> Mapping[str, Any]:
                 f"task_routes entries must be dicts of task name → route, not {table!r}")
         found = table.get(name)
         if found is None:
-            import fnmatch  # only glob routes need it: keep it out of `import minicelery`
-
             found = next((value for pattern, value in table.items()
                           if any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(name, pattern)),
                          None)

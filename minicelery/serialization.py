@@ -1,30 +1,28 @@
-"""Values on the wire: the json and msgpack codecs and ``accept``, exceptions as dicts, and saferepr.
+"""Values on the wire: the json and msgpack codecs and ``accept``.
 
 The bytes are kombu's, so Celery peers read ours and we read theirs: JSON with Python's default separators
 and ``ensure_ascii``, where types JSON lacks travel wrapped (``{"__type__": "datetime", "__value__": ...}``,
 likewise date, time, decimal, uuid, bytes/base64), and msgpack with ``use_bin_type=True``. A message with
 no content type is kombu's trusted ``application/data``: handed back undecoded (text, or bytes if binary).
-Counterparts: ``kombu.serialization``, ``kombu.utils.json``, ``prepare_exception``/``exception_to_python``
-in ``celery.backends.base``, and ``celery.utils.saferepr``. Left out: pickle and yaml, refused whatever
+Counterparts: ``kombu.serialization`` and ``kombu.utils.json``. Left out: pickle and yaml, refused whatever
 ``accept`` says (unpickling broker data runs the sender's code); custom serializers and JSON types; ``raw``.
+Exceptions as values live beside the result message in :mod:`minicelery.protocol`, and ``saferepr`` in
+:mod:`minicelery.saferepr`.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
-import functools
+import decimal
 import json
-import numbers
-import sys
-from collections.abc import Callable, Collection, Mapping
+import uuid
+from collections.abc import Callable, Collection
 from typing import Any
 
-from . import exceptions
-from .exceptions import ContentDisallowed, DecodeError, EncodeError, ImproperlyConfigured, SecurityError
+from .exceptions import ContentDisallowed, DecodeError, EncodeError, ImproperlyConfigured
 
-__all__ = ["SERIALIZERS", "accepted", "check_accepted", "dumps", "exception_to_meta", "loads",
-           "meta_to_exception", "saferepr"]
+__all__ = ["SERIALIZERS", "accepted", "check_accepted", "dumps", "loads"]
 
 JSON = "application/json"
 MSGPACK = "application/x-msgpack"
@@ -60,7 +58,7 @@ def dumps(obj: Any, serializer: str) -> tuple[str, str, bytes]:
         except Exception as exc:  # like kombu: whatever goes wrong while encoding is an EncodeError
             raise EncodeError(exc) from exc
     if serializer == "msgpack":
-        import msgpack  # lazily: `import minicelery` must stay fast
+        import msgpack  # loaded on first use: test_layers keeps third-party modules out of a bare import
 
         try:
             return MSGPACK, "binary", msgpack.packb(obj, use_bin_type=True)
@@ -115,12 +113,6 @@ def accepted(accept: Collection[str]) -> frozenset[str]:
     """
     if isinstance(accept, str):  # accept_content='json' is a common slip; kombu would iterate letters
         accept = (accept,)
-    return _accepted(tuple(accept))
-
-
-@functools.lru_cache(maxsize=64)
-def _accepted(accept: tuple[str, ...]) -> frozenset[str]:
-    # Cached: loads() calls this once per message, and accept lists are few and small.
     types = set()
     for entry in accept:
         if "/" not in entry and entry not in _NAME_TO_TYPE:
@@ -130,27 +122,19 @@ def _accepted(accept: tuple[str, ...]) -> frozenset[str]:
     return frozenset(types - _NEVER_DECODED)
 
 
-@functools.lru_cache(maxsize=1)
-def _json_wrappers() -> tuple[tuple[type, str, Callable[[Any], Any]], ...]:
-    """kombu's JSON wrappers: (type, marker, encoder); datetime before date, as a datetime is a date.
-
-    Built on first use: decimal and uuid stay out of `import minicelery` (uuid imports platform).
-    """
-    import decimal
-    import uuid
-
-    return (
-        (datetime.datetime, "datetime", datetime.datetime.isoformat),
-        (datetime.date, "date", datetime.date.isoformat),
-        (datetime.time, "time", datetime.time.isoformat),
-        (decimal.Decimal, "decimal", str),
-        (uuid.UUID, "uuid", lambda value: {"hex": value.hex, "version": value.version}),
-    )
+#: kombu's JSON wrappers: (type, marker, encoder); datetime before date, as a datetime is a date.
+_JSON_WRAPPERS: tuple[tuple[type, str, Callable[[Any], Any]], ...] = (
+    (datetime.datetime, "datetime", datetime.datetime.isoformat),
+    (datetime.date, "date", datetime.date.isoformat),
+    (datetime.time, "time", datetime.time.isoformat),
+    (decimal.Decimal, "decimal", str),
+    (uuid.UUID, "uuid", lambda value: {"hex": value.hex, "version": value.version}),
+)
 
 
 def _json_default(obj: Any) -> Any:
     """Encode what JSON has no type for, the way kombu does, so Celery decodes it to the same value."""
-    for cls, marker, encode in _json_wrappers():
+    for cls, marker, encode in _JSON_WRAPPERS:
         if isinstance(obj, cls):
             return {"__type__": marker, "__value__": encode(obj)}
     if isinstance(obj, bytes):  # as text when it is UTF-8, else as base64
@@ -161,15 +145,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def _decimal(text: str) -> Any:
-    import decimal  # on first use only, like _json_wrappers
-
-    return decimal.Decimal(text)
-
-
 def _uuid(value: dict[str, Any]) -> Any:
-    import uuid  # on first use only, like _json_wrappers
-
     return uuid.UUID(hex=value["hex"], version=value.get("version"))
 
 
@@ -178,7 +154,7 @@ _JSON_TYPES: dict[str, Callable[[Any], Any]] = {
     "datetime": datetime.datetime.fromisoformat,
     "date": lambda value: datetime.datetime.fromisoformat(value).date(),
     "time": datetime.time.fromisoformat,
-    "decimal": _decimal,
+    "decimal": decimal.Decimal,
     "uuid": _uuid,
     "bytes": lambda value: value.encode("utf-8"),
     "base64": lambda value: base64.b64decode(value.encode("utf-8")),
@@ -195,8 +171,7 @@ def _json_object_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
-# One encoder and one decoder for the process: json.dumps(..., default=f) would build a new encoder on
-# every call, and this is called once per published task. Defaults otherwise: ', ' and ': ', ensure_ascii.
+# Python's defaults otherwise (', ' and ': ' separators, ensure_ascii), which are kombu's too.
 _JSON_ENCODER = json.JSONEncoder(default=_json_default)
 _JSON_DECODER = json.JSONDecoder(object_hook=_json_object_hook)
 
@@ -207,7 +182,7 @@ def _json_loads(body: bytes | str) -> Any:
 
 
 def _msgpack_loads(body: bytes | str) -> Any:
-    import msgpack  # lazily: `import minicelery` must stay fast
+    import msgpack  # loaded on first use, like dumps
 
     return msgpack.unpackb(body, raw=False)
 
@@ -221,163 +196,3 @@ def _undecoded(body: bytes | str, content_encoding: str | None) -> bytes | str:
     if isinstance(body, str) or encoding in _BINARY_ENCODINGS:
         return body
     return bytes(body).decode(encoding)
-
-
-# --- Exceptions as values: what a FAILURE, RETRY or REVOKED result carries.
-
-#: Modules whose exceptions minicelery has its own classes for: ours, and the names they travel under.
-_OUR_MODULES = frozenset({exceptions.__name__, *exceptions.WIRE_MODULES.values()})
-_MISSING = object()
-
-
-def exception_to_meta(exc: BaseException, serializer: str = "json") -> dict[str, Any]:
-    """Describe an exception for the wire: ``{'exc_type': ..., 'exc_message': [...], 'exc_module': ...}``.
-
-    Arguments the serializer cannot encode are replaced by their ``repr``. minicelery's own exceptions
-    are reported under Celery's module names (``exceptions.WIRE_MODULES``) so Celery peers rebuild them.
-    """
-    cls = type(exc)
-    module = cls.__module__
-    if module == exceptions.__name__:
-        module = exceptions.WIRE_MODULES.get(cls.__name__, module)
-    return {"exc_type": cls.__qualname__, "exc_message": [_encodable(arg, serializer) for arg in exc.args],
-            "exc_module": module}
-
-
-def _encodable(arg: Any, serializer: str) -> Any:
-    try:
-        dumps(arg, serializer)
-    except EncodeError:
-        return _safe_repr(arg)
-    return arg
-
-
-def meta_to_exception(meta: Mapping[str, Any]) -> BaseException:
-    """Rebuild an exception from :func:`exception_to_meta`'s dict, without importing anything.
-
-    minicelery's own classes stand for theirs (also under Celery's module names); other classes are looked
-    up in modules already imported; a missing one becomes a new ``Exception`` subclass of that name.
-
-    Raises:
-        SecurityError: the name resolves to something that is not an exception class (``os.system``).
-        ValueError: ``exc_type`` is missing.
-    """
-    name = meta.get("exc_type")
-    if not isinstance(name, str) or not name:
-        raise ValueError("Exception information must include the exception type (exc_type)")
-    module = meta.get("exc_module")
-    module = module if isinstance(module, str) else None
-    message = meta.get("exc_message", "")
-    cls = _exception_class(module, name, message)
-    try:
-        return cls(*message) if isinstance(message, (list, tuple)) else cls(message)
-    except Exception:  # its constructor wants other arguments than its args: keep name and message
-        return Exception(f"{cls.__name__}({message})")
-
-
-def _exception_class(module: str | None, name: str, message: Any) -> type[BaseException]:
-    if module in _OUR_MODULES and name in exceptions.__all__:
-        ours = getattr(exceptions, name)
-        if isinstance(ours, type) and issubclass(ours, BaseException):
-            return ours
-    # Never import: a result names any module it likes, and importing runs that module's code.
-    found: Any = sys.modules.get(module, _MISSING) if module else _MISSING
-    for part in name.split("."):  # a nested class travels as 'Outer.Inner'
-        found = _MISSING if found is _MISSING else getattr(found, part, _MISSING)
-    if found is _MISSING:
-        return _stand_in(module or "celery.exceptions", name)
-    if not (isinstance(found, type) and issubclass(found, BaseException)):
-        raise SecurityError(f"Expected an exception class, got {module}.{name} with payload {message}")
-    return found
-
-
-@functools.lru_cache(maxsize=128)
-def _stand_in(module: str, qualname: str) -> type[Exception]:
-    # Cached, so that two results carrying the same unknown exception share one class.
-    return type(qualname.rpartition(".")[2], (Exception,), {"__module__": module, "__qualname__": qualname})
-
-
-def _safe_repr(obj: Any) -> str:
-    try:
-        return repr(obj)
-    except Exception as exc:
-        return f"<Unrepresentable {type(obj)!r}{id(obj):#x}: {exc!r}>"
-
-
-# --- saferepr: the text of the argsrepr and kwargsrepr headers.
-
-_PLAIN_NUMBERS = frozenset({int, float, bool})
-_NUMBERS = frozenset({int, float})  # bool is left out: a tuple of bools is rare, and the slow path is right
-
-def saferepr(obj: Any, maxlen: int | None = None, maxlevels: int = 3) -> str:
-    """Celery's ``saferepr``: a ``repr`` that never fails, cut to ``maxlen`` characters plus ``...``.
-
-    Unlike ``repr``, and like Celery's, strings are always in single quotes (only an inner quote is
-    escaped), numbers print with ``str``, and containers nested ``maxlevels`` deep print as ``[...]``.
-    """
-    kind = type(obj)
-    if (kind is tuple or kind is dict) and not obj:
-        return "()" if kind is tuple else "{}"  # the commonest headers, on the hot path of delay()
-    if kind is tuple and all(type(item) in _NUMBERS for item in obj):
-        text = repr(obj)  # numbers only: repr is exactly Celery's text
-    else:
-        text = _saferepr(obj, 0, maxlevels, set())
-    # Celery stops its token stream at maxlen and closes the open brackets; a plain cut is simpler and
-    # differs only for texts over maxlen (1024 for the headers), which are cut either way.
-    return text if maxlen is None or len(text) <= maxlen else text[:maxlen] + "..."
-
-
-def _saferepr(obj: Any, depth: int, maxlevels: int, seen: set[int]) -> str:
-    if type(obj) in _PLAIN_NUMBERS:  # the common case first (this runs once per published task)
-        return str(obj)
-    if isinstance(obj, str):
-        return "'" + obj.replace("'", "\\'") + "'"
-    if isinstance(obj, bytes):
-        return f"b'{_bytes_text(obj)}'"
-    opener, closer, items = _container(obj)
-    if not opener:
-        return closer  # not a container: _container put its text in `closer`
-    if maxlevels and depth >= maxlevels:
-        return f"{opener}...{closer}"
-    if id(obj) in seen:
-        return f"<Recursion on {type(obj).__name__} with id={id(obj)}>"
-    seen.add(id(obj))
-    if isinstance(obj, dict):  # a key starts afresh, as in Celery: its own depth, its own recursion guard
-        inner = ", ".join(f"{_saferepr(key, 0, maxlevels, set())}: {_saferepr(v, depth + 1, maxlevels, seen)}"
-                          for key, v in items)
-    else:
-        inner = ", ".join(_saferepr(item, depth + 1, maxlevels, seen) for item in items)
-    seen.discard(id(obj))
-    return opener + inner + closer
-
-
-def _is_decimal(obj: Any) -> bool:
-    # A Decimal can only exist once decimal is imported: look it up rather than import it here.
-    decimal = sys.modules.get("decimal")
-    return decimal is not None and isinstance(obj, decimal.Decimal)
-
-
-def _container(obj: Any) -> tuple[str, str, Any]:
-    """Return ``(opener, closer, items)`` for a container, or ``('', text, None)`` for anything else."""
-    if isinstance(obj, (set, frozenset)):
-        if not obj:
-            return "", f"{type(obj).__name__}()", None
-        if type(obj) is set:
-            return "{", "}", obj
-        return f"{type(obj).__name__}({{", "})", obj
-    if isinstance(obj, tuple):
-        return "(", ",)" if len(obj) == 1 else ")", obj
-    if isinstance(obj, dict):
-        return "{", "}", obj.items()
-    if isinstance(obj, list):
-        return "[", "]", obj
-    if isinstance(obj, numbers.Number) and not _is_decimal(obj):
-        return "", str(obj), None  # Celery prints numbers with str(): True, 1.5, 10
-    return "", _safe_repr(obj), None
-
-
-def _bytes_text(value: bytes) -> str:
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.hex()

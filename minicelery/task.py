@@ -8,13 +8,17 @@ signatures/canvas (``s()``, ``link``), rate limits and ``update_state`` from ins
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from . import _state, protocol, trace
-from .exceptions import MaxRetriesExceededError, Retry
+from . import _state, states, trace
+from .exceptions import ImproperlyConfigured, MaxRetriesExceededError, Retry
 from .local import LocalStack
+from .message import SendOptions, new_task_id
+from .protocol import read_time_limit
+from .result import EagerResult
 
 __all__ = ["Task", "Context"]
 
@@ -68,8 +72,8 @@ class Context:
 
     def __init__(self, *args: Mapping[str, Any], **kwargs: Any) -> None:
         self.update(*args, **kwargs)
-        if self.headers is None:
-            self.headers = None
+        # Celery's Context always stores ``headers`` on the instance, so its repr shows the field.
+        self.__dict__.setdefault("headers", None)
 
     def update(self, *args: Mapping[str, Any], **kwargs: Any) -> None:
         """Set fields from mappings and keywords."""
@@ -109,6 +113,8 @@ class Task:
     priority: Any = None
     expires: Any = None
     trail = True
+    #: At most this many characters of a return value go into the worker's log line (Celery's name).
+    resultrepr_maxsize = 1024
     send_events = True
     throws: tuple[type[BaseException], ...] = ()
     autoretry_for: tuple[type[BaseException], ...] = ()
@@ -125,12 +131,22 @@ class Task:
 
     @classmethod
     def bind(cls, app: Any) -> Any:
-        """Attach the task class to ``app`` and fill unset options from its configuration."""
+        """Attach the task class to ``app`` and fill unset options from its configuration.
+
+        Raises:
+            ImproperlyConfigured: a negative or non-numeric time limit (0 means no limit, as in Celery).
+        """
         cls._app = app
         conf = app.conf
         for attr, key in _FROM_CONFIG:
             if getattr(cls, attr, None) is None:
                 setattr(cls, attr, conf.get(key))
+        for attr in ("time_limit", "soft_time_limit"):
+            try:
+                setattr(cls, attr, read_time_limit(getattr(cls, attr)))  # 0 becomes None
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"Task {cls.name!r}: {attr} (or the task_{attr} setting): "
+                                           f"{exc}") from None
         if cls.__dict__.get("request_stack") is None:
             cls.request_stack = LocalStack()
         return app
@@ -197,21 +213,15 @@ class Task:
         """
         args = tuple(args or ())
         kwargs = dict(kwargs or {})
-        hard, soft = options.get("time_limit", self.time_limit), options.get(
-            "soft_time_limit", self.soft_time_limit)
-        if hard is not None and soft is not None and soft > hard:
-            raise ValueError("soft_time_limit must be less than or equal to time_limit")
+        defaults = {attr: getattr(self, attr, None) for attr in _EXEC_OPTIONS}
+        send_options = SendOptions.from_call({**defaults, "ignore_result": self.ignore_result, **options,
+                                              "task_id": task_id, "shadow": shadow})
         if self.typing:
             self.check_arguments(*args, **kwargs)
         app = self.app
         if app.conf.task_always_eager:
-            return self.apply(args, kwargs, task_id=task_id or protocol.new_task_id(), **options)
-        for attr in _EXEC_OPTIONS:
-            value = getattr(self, attr, None)
-            if value is not None:
-                options.setdefault(attr, value)
-        options.setdefault("ignore_result", self.ignore_result)
-        return app.send_task(self.name, args, kwargs, task_id=task_id, shadow=shadow, **options)
+            return self.apply(args, kwargs, task_id=task_id or new_task_id(), **options)
+        return app.send_task(self.name, args, kwargs, options=send_options)
 
     def check_arguments(self, *args: Any, **kwargs: Any) -> None:
         """Raise Python's own ``TypeError`` when the arguments do not fit the task's signature."""
@@ -229,17 +239,15 @@ class Task:
         The arguments go through the serializer first, as they would on the wire. Exceptions propagate
         when ``throw`` is true (default: ``task_eager_propagates``).
         """
-        from .result import EagerResult  # same layer; imported here to keep result's import optional
-
         app = self.app
-        task_id = task_id or protocol.new_task_id()
+        task_id = task_id or new_task_id()
         args, kwargs = trace.round_trip(args or (), kwargs or {},
                                         options.get("serializer") or self.serializer or "json")
         throw = app.conf.task_eager_propagates if throw is None else throw
         request = {"id": task_id, "retries": retries, "is_eager": True, "called_directly": False,
                    "root_id": task_id, "delivery_info": {"is_eager": True}}
         outcome = trace.run_task(self, args, kwargs, request, eager=True)
-        if throw and outcome.state in ("FAILURE",):
+        if throw and outcome.state == states.FAILURE:
             raise outcome.value
         return EagerResult(task_id, outcome.value, outcome.state, outcome.traceback, name=self.name)
 
@@ -288,14 +296,14 @@ class Task:
 
     def _resend(self, request: Context, args: Any, kwargs: Any, retries: int, **options: Any) -> None:
         delivery = request.delivery_info or {}
-        options.setdefault("queue", delivery.get("routing_key") if not delivery.get("exchange") else None)
-        if options["queue"] is None:
-            del options["queue"]
-        self.app.send_task(
-            self.name, args, kwargs, task_id=request.id, retries=retries, root_id=request.root_id,
-            parent_id=request.id, reply_to=request.reply_to, ignore_result=request.ignore_result,
-            priority=(delivery.get("priority") or None), time_limit=(request.timelimit or (None,))[0],
-            soft_time_limit=(list(request.timelimit or ()) + [None, None])[1], **options)
+        hard, soft = request.timelimit or (None, None)
+        same = {"root_id": request.root_id, "parent_id": request.id, "reply_to": request.reply_to,
+                "ignore_result": request.ignore_result, "priority": delivery.get("priority") or None,
+                "time_limit": hard, "soft_time_limit": soft,
+                # back to the queue it came from, unless it came through a named exchange
+                "queue": None if delivery.get("exchange") else delivery.get("routing_key")}
+        send_options = SendOptions.from_call({**same, **options, "task_id": request.id, "retries": retries})
+        self.app.send_task(self.name, args, kwargs, options=send_options)
 
     # -- handlers (no-ops, for subclasses) ----------------------------------------------------------
 
@@ -347,6 +355,4 @@ def backoff_countdown(factor: bool | float, retries: int, maximum: float, jitter
     countdown = min(int(maximum), int(max(1.0, float(factor))) * 2 ** retries)
     if not jitter:
         return countdown
-    import random  # only retries with jitter need it: keep it out of `import minicelery`
-
     return random.randrange(countdown + 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit
 
 from .exceptions import ImproperlyConfigured
 
@@ -54,8 +55,6 @@ class BrokerAddress:
 
         The vhost is URL-quoted after a ``/``, so the default vhost ``/`` prints as ``//``.
         """
-        from urllib.parse import quote  # only printing and parsing URLs need it (import time)
-
         host = f"[{self.host}]" if ":" in self.host else quote(self.host, safe="")
         user = quote(self.userid, safe="")
         return f"{self.scheme}://{user}:{mask}@{host}:{self.port}/{quote(self.virtual_host)}"
@@ -97,8 +96,6 @@ def parse_broker_url(url: str | None) -> BrokerAddress:
 
 
 def _address(url: str, scheme: str) -> BrokerAddress:
-    from urllib.parse import unquote, urlsplit  # only printing and parsing URLs need it (import time)
-
     parts = urlsplit(url)
     ssl = scheme == "amqps"
     path = parts.path[1:] if parts.path.startswith("/") else parts.path

@@ -33,7 +33,8 @@ from hypothesis import strategies as st
 from kombu.serialization import dumps as kombu_dumps
 from kombu.serialization import loads as kombu_loads
 
-from minicelery.protocol import TaskMessage, decode_body, parse_headers
+from minicelery.message import SendOptions, TaskMessage
+from minicelery.protocol import decode_body, parse_headers
 
 pytestmark = [pytest.mark.interop, pytest.mark.broker]
 
@@ -173,8 +174,8 @@ def build_both(celery_app: Any, task_id: str, args: Any, kwargs: Any, options: d
                serializer: str) -> tuple[Any, Any, bytes]:
     """(Celery's task_message, minicelery's Envelope, Celery's body bytes) for the same inputs."""
     celery_msg = celery_app.amqp.as_task_v2(task_id, "interop.echo", args, kwargs, now=NOW, **options)
-    envelope = TaskMessage.create("interop.echo", args, kwargs, task_id=task_id, now=NOW,
-                                  **options).encode(serializer)
+    envelope = TaskMessage.create("interop.echo", args, kwargs, SendOptions(task_id=task_id, **options),
+                                  now=NOW).encode(serializer)
     _, encoding, celery_body = kombu_dumps(celery_msg.body, serializer=serializer)
     if isinstance(celery_body, str):  # kombu's json gives text, encoded when the message is published
         celery_body = celery_body.encode(encoding)
@@ -206,7 +207,7 @@ json_values = st.recursive(
        serializer=st.sampled_from(["json", "msgpack"]))
 def test_generated_arguments_give_the_same_message(clients, args, kwargs, serializer):
     celery_app, _ = clients
-    # Past 1024 characters the reprs are cut differently (documented in minicelery.serialization.saferepr).
+    # Past 1024 characters the reprs are cut differently (documented in minicelery.saferepr).
     assume(len(repr(args)) < 900 and len(repr(kwargs)) < 900)
     celery_msg, envelope, celery_body = build_both(celery_app, "fixed-id", tuple(args), kwargs, {}, serializer)
     assert list(envelope.properties["headers"].items()) == list(celery_msg.headers.items())

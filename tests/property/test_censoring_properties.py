@@ -6,7 +6,8 @@ from urllib.parse import quote
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minicelery.config import HIDDEN_SETTINGS, Settings, censor
+from minicelery.censoring import HIDDEN_SETTINGS, censor
+from minicelery.config import Settings
 from minicelery.urls import mask_broker_url, parse_broker_url, sanitize_url
 
 MASK = "********"

@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from minicelery.config import Settings
-from minicelery.defaults import DEFAULTS
+from minicelery.config import Settings, canonical_name, lookup_names
+from minicelery.defaults import DEFAULTS, OLD_TO_NEW, SETTINGS
 
 # A few real settings (with defaults) and a few free keys (without); no derived or old-style names,
 # whose reads are tested by example in tests/unit/test_config.py.
@@ -101,3 +101,12 @@ def test_namespace_prefers_the_prefixed_key_within_a_layer_and_changes_across_la
     if change is not None:
         conf[key] = change
         assert conf[key] == change
+
+
+@given(st.sampled_from(sorted(SETTINGS)), st.sampled_from([None, "CELERY_", "celery_", "PROJ_"]))
+def test_a_settings_lookup_names_lead_back_to_it(key, prefix):
+    found = lookup_names(key, prefix)
+    assert key in found and len(set(found)) == len(found)
+    assert found[0] == (key if prefix is None else prefix + (key.upper() if prefix.isupper() else key))
+    assert canonical_name(found[0], prefix) == key
+    assert all(canonical_name(name, prefix) == key for name in found if name in OLD_TO_NEW)

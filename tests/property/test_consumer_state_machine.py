@@ -21,7 +21,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from minicelery import Celery, protocol, states
+from minicelery import Celery, message, states
 from minicelery.exceptions import WorkerLostError
 from minicelery.memory import MemoryConnection, MemoryTransport
 from minicelery.transport import Delivery, QueueSpec
@@ -131,7 +131,7 @@ class ConsumerMachine(RuleBasedStateMachine):
             headers: dict[str, Any] = {"id": f"bad-{next(self.ids)}"}  # no task header
             body = b"[]"
         else:
-            envelope = protocol.TaskMessage.create(name, (), {}).encode("json")
+            envelope = message.TaskMessage.create(name, (), {}).encode("json")
             headers, body = envelope.properties["headers"], envelope.body
         self.client.publish(body, {"content_type": "application/json", "content_encoding": "utf-8",
                                    "headers": headers}, routing_key=self.queue, declare=[QueueSpec(self.queue)])

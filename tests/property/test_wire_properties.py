@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import string
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from minicelery import states
+from minicelery.compression import compress, decompress
 from minicelery.exceptions import ContentDisallowed, DecodeError, InvalidTaskError
+from minicelery.message import SendOptions, TaskMessage
 from minicelery.protocol import (
-    TaskMessage,
     decode_body,
     meta_to_exception,
     parse_headers,
     result_meta,
 )
-from minicelery.serialization import accepted, dumps, loads, saferepr
+from minicelery.saferepr import saferepr
+from minicelery.serialization import accepted, dumps, loads
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 1, 1, tzinfo=UTC)
@@ -43,12 +46,15 @@ msgpack_values = st.recursive(msgpack_scalars, containers, max_leaves=6)
 
 
 def round_trip(serializer: str, args: list, kwargs: dict) -> None:
-    message = TaskMessage.create("proj.task", args, kwargs, countdown=5, expires=60, now=NOW)
+    message = TaskMessage.create("proj.task", args, kwargs, SendOptions(countdown=5, expires=60), now=NOW)
     envelope = message.encode(serializer)
     properties = envelope.properties
     headers = parse_headers(properties["headers"], properties)
     assert (headers.task, headers.id) == ("proj.task", message.id)
     assert headers.eta == NOW + datetime.timedelta(seconds=5)
+    fields = headers.request_fields()
+    assert (fields["id"], fields["root_id"], fields["correlation_id"]) == (message.id,) * 3
+    assert fields["eta"] == message.eta and fields["headers"] == properties["headers"]
     decoded = decode_body(envelope.body, properties["content_type"], properties["content_encoding"],
                           [serializer])
     assert decoded == (args, kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
@@ -153,7 +159,91 @@ def test_saferepr_is_repr_for_plain_shallow_values(value):
         assert saferepr(value) == repr(value)
 
 
+nested_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (st.lists(inner, max_size=4) | st.tuples(inner, inner)
+                   | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+                   | st.frozensets(st.integers(), max_size=3)),
+    max_leaves=20)
+
+
+@given(nested_values, st.integers(min_value=0, max_value=80), st.integers(min_value=0, max_value=4))
+def test_saferepr_with_a_bound_is_the_whole_text_cut_at_the_bound(value, maxlen, maxlevels):
+    whole = saferepr(value, maxlevels=maxlevels)
+    expected = whole if len(whole) <= maxlen else whole[:maxlen] + "..."
+    assert saferepr(value, maxlen, maxlevels) == expected
+
+
 @given(st.decimals(allow_nan=False, places=4))
 def test_decimal_keeps_its_exact_digits(value):
     assert loads(dumps(value, "json")[2], "application/json", "utf-8", ["json"]) == value
     assert str(loads(dumps(value, "json")[2], "application/json", "utf-8", ["json"])) == str(value)
+
+
+ids = st.none() | st.text("abcdef0123456789-", min_size=1, max_size=12)
+limits = st.none() | st.floats(min_value=0.5, max_value=1e6) | st.integers(min_value=1, max_value=10**6)
+
+
+@given(ids, st.integers(0, 100), limits, limits, ids, ids, ids, ids, st.none() | st.booleans(),
+       st.none() | st.integers(0, 255))
+def test_send_options_come_back_as_the_request_fields(task_id, retries, hard, soft, root_id, parent_id,
+                                                      group_id, reply_to, ignore_result, priority):
+    if hard is not None and soft is not None and soft > hard:
+        hard, soft = soft, hard
+    options = SendOptions(task_id=task_id, retries=retries, time_limit=hard, soft_time_limit=soft,
+                          root_id=root_id, parent_id=parent_id, group_id=group_id, reply_to=reply_to,
+                          ignore_result=ignore_result, priority=priority)
+    envelope = TaskMessage.create("proj.task", (), {}, options).encode()
+    parsed = parse_headers(envelope.properties["headers"], envelope.properties)
+    fields = parsed.request_fields()
+    assert fields["id"] == (task_id or fields["id"]) and fields["root_id"] == (root_id or fields["id"])
+    assert (fields["retries"], fields["timelimit"]) == (retries, (hard, soft))
+    assert (fields["parent_id"], fields["group"], fields["reply_to"]) == (parent_id, group_id, reply_to)
+    assert fields["ignore_result"] is bool(ignore_result) and parsed.priority == priority
+
+
+header_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40) | st.binary(max_size=8)
+    | st.datetimes(timezones=st.timezones()).map(lambda when: when.isoformat())
+    | st.sampled_from(["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "Z", "2026-01-01T00:00:00Z"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=2),
+    max_leaves=4)
+
+
+timelimits = st.lists(st.none() | st.integers() | st.floats() | st.booleans() | st.text(max_size=3),
+                      min_size=2, max_size=2) | header_values
+
+
+@given(timelimits, header_values, header_values)
+def test_random_timelimit_eta_and_expires_parse_to_sane_values_or_an_invalid_task(timelimit, eta, expires):
+    headers = {"task": "proj.t", "id": "tid", "timelimit": timelimit, "eta": eta, "expires": expires}
+    try:
+        parsed = parse_headers(headers)
+    except InvalidTaskError:
+        return
+    now = datetime.datetime.now(UTC)
+    for limit in parsed.timelimit:
+        assert limit is None or (isinstance(limit, (int, float)) and 0 < limit < math.inf)
+    for when in (parsed.eta, parsed.expires):
+        assert when is None or (when.tzinfo is not None and isinstance((when - now).total_seconds(), float))
+
+
+methods = st.sampled_from(["gzip", "zlib", "bzip2", "bzip", "lzma", "xz", "application/x-gzip",
+                           "application/x-bz2", "application/x-lzma"])
+
+
+@given(st.binary(max_size=2048), methods)
+def test_compression_round_trips(body, method):
+    compressed, header = compress(body, method)
+    assert header.startswith("application/x-")
+    assert decompress(compressed, header) == decompress(compressed, method) == body
+
+
+@given(st.binary(max_size=256), methods | st.text(max_size=10) | st.none() | st.integers(),
+       st.integers(min_value=0, max_value=64))
+def test_decompressing_anything_gives_bytes_within_the_bound_or_a_decode_error(body, method, max_size):
+    try:
+        out = decompress(body, method, max_size=max_size)
+    except DecodeError:
+        return
+    assert isinstance(out, bytes) and len(out) <= max_size

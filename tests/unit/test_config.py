@@ -14,7 +14,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from minicelery.config import Settings, censor
+from minicelery.censoring import censor
+from minicelery.config import Settings
 from minicelery.defaults import SETTINGS
 from minicelery.exceptions import ImproperlyConfigured
 

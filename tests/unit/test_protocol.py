@@ -14,8 +14,8 @@ import pytest
 
 from minicelery import protocol
 from minicelery.exceptions import ContentDisallowed, DecodeError, InvalidTaskError
+from minicelery.message import SendOptions, TaskMessage
 from minicelery.protocol import (
-    TaskMessage,
     decode_body,
     meta_to_exception,
     parse_headers,
@@ -41,9 +41,9 @@ CELERY_HEADERS = {
 CELERY_BODY = b'[[2, 3], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
 
 
-def add_message(**options) -> TaskMessage:
-    return TaskMessage.create("celery_tasks.add", (2, 3), task_id="315fcc66-21fe-4f6a-9e1f-948c46c67d2a",
-                              origin="gen8797@vm", **options)
+def add_message(now: datetime.datetime | None = None, **options) -> TaskMessage:
+    options = SendOptions(task_id="315fcc66-21fe-4f6a-9e1f-948c46c67d2a", origin="gen8797@vm", **options)
+    return TaskMessage.create("celery_tasks.add", (2, 3), options=options, now=now)
 
 
 # -- building -------------------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def test_fractional_expiry_is_whole_milliseconds():
 
 
 def test_past_expiry_sends_expiration_zero_and_warns(caplog):
-    with caplog.at_level(logging.WARNING, logger="minicelery.protocol"):
+    with caplog.at_level(logging.WARNING, logger="minicelery.message"):
         message = add_message(expires=-1, now=NOW)
     assert message.expiration == "0"
     assert "expiration date in the past" in caplog.text
@@ -333,11 +333,26 @@ def test_children_are_passed_through():
     assert result_meta("tid", "RETRY", None, children=children)["children"] == children
 
 
-def test_protocol_reexports_the_exception_helpers():
-    assert protocol.exception_to_meta(KeyError("k"))["exc_type"] == "KeyError"
+def test_a_failure_result_carries_the_exception_as_a_dict():
+    meta = result_meta("tid", "FAILURE", KeyError("k"))
+    assert meta["result"] == {"exc_type": "KeyError", "exc_message": ["k"], "exc_module": "builtins"}
+    assert type(protocol.meta_to_exception(meta["result"])) is KeyError
 
 
 def test_the_examples_in_docs_protocol_md_run():
     path = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
     outcome = doctest.testfile(str(path), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert outcome.attempted >= 5 and outcome.failed == 0
+
+
+def test_request_fields_are_what_a_run_sees_as_task_request():
+    envelope = add_message(reply_to="reply-q", retries=2, parent_id="p", group_id="g", time_limit=9,
+                           eta="2026-11-24T00:20:41Z", headers={"custom": 1}).encode()
+    fields = parse_headers(envelope.properties["headers"], envelope.properties).request_fields()
+    assert fields == {
+        "id": "315fcc66-21fe-4f6a-9e1f-948c46c67d2a", "retries": 2,
+        "root_id": "315fcc66-21fe-4f6a-9e1f-948c46c67d2a", "parent_id": "p", "group": "g",
+        "origin": "gen8797@vm", "reply_to": "reply-q", "correlation_id": "315fcc66-21fe-4f6a-9e1f-948c46c67d2a",
+        "eta": "2026-11-24T00:20:41Z", "expires": None, "timelimit": (9, None), "ignore_result": False,
+        "argsrepr": "(2, 3)", "kwargsrepr": "{}", "headers": envelope.properties["headers"],
+    }
