@@ -18,6 +18,7 @@ from .. import log, protocol, serialization, states
 from ..app import Celery
 from ..exceptions import EncodeError, NotRegistered
 from ..imports import find_app
+from ..saferepr import saferepr
 from ..trace import Outcome, run_task
 
 __all__ = ["Job", "JobResult", "JobHandler", "encode_result"]
@@ -79,8 +80,9 @@ class JobHandler:
         except NotRegistered as exc:  # the main process checks first; a stale registry is still safe
             return self._failed(job, exc)
         try:
+            compression = job.request["headers"].get("compression")
             args, kwargs, _embed = protocol.decode_body(job.body, job.content_type, job.content_encoding,
-                                                        self.accept)
+                                                        self.accept, compression)
         except Exception as exc:  # noqa: BLE001 - any decoding problem fails this task only
             logger.error("Task %s[%s] cannot decode its body: %r", job.task, job.id, exc)
             return self._failed(job, exc)
@@ -113,14 +115,15 @@ class JobHandler:
 
     @staticmethod
     def _log(task: Any, job: Job, outcome: Outcome) -> None:
+        # Bounded, as Celery's saferepr: a 20 MB return value must not make a 20 MB log line.
         if outcome.state == states.SUCCESS:
-            logger.info("Task %s[%s] succeeded in %ss: %r", task.name, job.id, outcome.runtime,
-                        outcome.value)
+            logger.info("Task %s[%s] succeeded in %ss: %s", task.name, job.id, outcome.runtime,
+                        saferepr(outcome.value, task.resultrepr_maxsize))
         elif outcome.state == states.RETRY:
             logger.info("Task %s[%s] retry: %s", task.name, job.id, outcome.retry)
         elif outcome.state == states.FAILURE:
-            logger.error("Task %s[%s] raised unexpected: %r\n%s", task.name, job.id, outcome.value,
-                         (outcome.traceback or "").rstrip())
+            logger.error("Task %s[%s] raised unexpected: %s\n%s", task.name, job.id,
+                         saferepr(outcome.value, task.resultrepr_maxsize), (outcome.traceback or "").rstrip())
         elif outcome.state == states.REJECTED:
             logger.info("Task %s[%s] rejected (requeue=%s)", task.name, job.id, outcome.requeue)
 

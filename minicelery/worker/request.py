@@ -120,12 +120,7 @@ def _refusal(headers: protocol.TaskHeaders, error: BaseException, template: str,
 
 def _request_fields(delivery: Delivery, headers: protocol.TaskHeaders) -> dict[str, Any]:
     """The task's request context as the child's ``task.request`` shows it (Celery's names)."""
-    props = delivery.properties
-    return {"id": headers.id, "retries": headers.retries, "root_id": headers.root_id,
-            "parent_id": headers.parent_id, "group": headers.group, "origin": headers.origin,
-            "reply_to": headers.reply_to, "correlation_id": headers.correlation_id,
-            "eta": props["headers"].get("eta"), "expires": props["headers"].get("expires"),
-            "timelimit": headers.timelimit, "ignore_result": headers.ignore_result,
-            "argsrepr": headers.argsrepr, "kwargsrepr": headers.kwargsrepr, "headers": headers.headers,
-            "delivery_info": {"exchange": delivery.exchange, "routing_key": delivery.routing_key,
-                              "priority": props.get("priority") or 0, "redelivered": delivery.redelivered}}
+    delivery_info = {"exchange": delivery.exchange, "routing_key": delivery.routing_key,
+                     "priority": delivery.properties.get("priority") or 0,
+                     "redelivered": delivery.redelivered}
+    return {**headers.request_fields(), "delivery_info": delivery_info}
