@@ -175,15 +175,18 @@ class AmqpTransport:
         """See :meth:`Transport.purge <minicelery.transport.Transport.purge>`."""
         count = 0
         for name in queues:
-            state = self._state()
-            link = self._link(state)
-            try:
-                count += link.channel.queue_purge(name).method.message_count
-            except (*PIKA_ERRORS, OSError) as exc:
-                error = self._broken(state, link, exc)
-                # A missing queue closes the channel with 404: as Celery reports it, no error.
-                if not (isinstance(exc, pika_errors.ChannelClosedByBroker) and exc.reply_code == 404):
-                    raise error from exc
+            for _attempt in (1, 2):
+                state = self._state()
+                link = self._link(state)
+                try:
+                    count += link.channel.queue_purge(name).method.message_count
+                    break
+                except (*PIKA_ERRORS, OSError) as exc:
+                    error = self._broken(state, link, exc)
+                    # A missing queue closes the channel with 404: as Celery reports it, no error. Asked
+                    # twice: the 404 may be the late answer to an earlier publish to a missing exchange.
+                    if not (isinstance(exc, pika_errors.ChannelClosedByBroker) and exc.reply_code == 404):
+                        raise error from exc
         return count
 
     def _reply_link(self, state: _ThreadState, name: str) -> _Link:
