@@ -21,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from . import _state
+from .brokers import open_transport
 from .clock import LamportClock
 from .config import Settings
 from .exceptions import DuplicateTaskNameWarning, ImproperlyConfigured
@@ -31,7 +32,6 @@ from .result import AsyncResult
 from .sending import complete, route
 from .task import Task, add_autoretry_behaviour
 from .transport import Connection, QueueSpec, Transport
-from .urls import transport_scheme
 
 __all__ = ["Celery"]
 
@@ -318,26 +318,13 @@ class Celery:
             with self._lock:
                 if self._broker is None:
                     conf = self.conf
-                    self._broker = self._transport(conf.broker_write_url or conf.broker_url)
+                    self._broker = open_transport(conf.broker_write_url or conf.broker_url, conf)
         return self._broker
 
     def connection_for_read(self, heartbeat: float | None = None) -> Connection:
         """A new, unopened consuming connection to ``broker_read_url`` (else ``broker_url``): a worker's."""
         conf = self.conf
-        return self._transport(conf.broker_read_url or conf.broker_url).connection(heartbeat=heartbeat)
-
-    def _transport(self, url: str | None) -> Transport:
-        """The transport for a broker URL: ``memory://`` in this process, else AMQP (RabbitMQ)."""
-        conf = self.conf
-        if transport_scheme(url) == "memory":
-            from .memory import MemoryTransport  # deferred like amqp, for symmetry: nothing heavy
-
-            return MemoryTransport(url)
-        from .amqp import AmqpTransport  # deferred so that `import minicelery` never loads pika
-
-        return AmqpTransport(url, heartbeat=conf.broker_heartbeat,
-                             connect_timeout=conf.broker_connection_timeout,
-                             transport_options=conf.broker_transport_options)
+        return open_transport(conf.broker_read_url or conf.broker_url, conf).connection(heartbeat=heartbeat)
 
     @property
     def backend(self) -> Any:

@@ -41,13 +41,15 @@ class Properties(pika.BasicProperties):
 
     def encode(self) -> list[bytes]:
         headers: dict[str, Any] | None = self.headers  # type: ignore[has-type] # pika's are untyped
-        if headers is None:
-            return super().encode()
         self.headers = None
         try:
             encoded = b"".join(super().encode())
+        except pika_errors.ShortStringTooLong as exc:  # a correlation_id or reply_to over 255 bytes
+            raise EncodeError(f"An AMQP property is longer than 255 bytes: {exc.args[0]!r:.80}") from exc
         finally:
             self.headers = headers
+        if headers is None:
+            return [encoded]
         # One flag word holds all fourteen basic properties (bit 0, "more flags", stays clear).
         flags = int.from_bytes(encoded[:2], "big") | self.FLAG_HEADERS
         offset = 2

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from .. import log, protocol, serialization, states
@@ -55,11 +54,8 @@ def encode_result(task_id: str, state: str, value: Any, *, traceback: str | None
     Raises:
         EncodeError: ``value`` cannot be encoded with ``serializer``.
     """
-    if state in states.EXCEPTION_STATES and isinstance(value, BaseException):
-        value = protocol.exception_to_meta(value)
-    done = datetime.now(timezone.utc) if state in states.READY_STATES else None
-    meta = protocol.result_meta(task_id, state, value, traceback=traceback, children=[],
-                                date_done=done, parent_id=parent_id)
+    meta = protocol.result_meta(task_id, state, value, traceback=traceback, children=[], parent_id=parent_id,
+                                serializer=serializer)
     return serialization.dumps(meta, serializer)
 
 

@@ -8,11 +8,15 @@ rpc backend's ``store_result`` publishing through the worker's producer pool, wh
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
+from ..exceptions import EncodeError
 from ..transport import Connection
 
 __all__ = ["Outbox", "Result"]
+
+logger = logging.getLogger("minicelery.worker.consumer")
 
 
 class Result(NamedTuple):
@@ -40,13 +44,17 @@ class Outbox:
         self._waiting.append(Result(reply_to, correlation_id, *reply))
 
     def publish(self, connection: Connection) -> None:
-        """Hand every waiting result to ``connection`` (Celery's properties for an rpc result)."""
+        """Hand every waiting result to ``connection`` (Celery's properties for an rpc result); one that
+        cannot be encoded (an id or reply queue over AMQP's 255 bytes) is logged and dropped."""
         for result in self._waiting:
-            connection.publish(result.body, {"content_type": result.content_type,
-                                             "content_encoding": result.content_encoding,
-                                             "correlation_id": result.correlation_id, "delivery_mode": 1,
-                                             "priority": 0, "headers": {}},
-                               exchange="", routing_key=result.reply_to)
+            try:
+                connection.publish(result.body, {"content_type": result.content_type,
+                                                 "content_encoding": result.content_encoding,
+                                                 "correlation_id": result.correlation_id, "delivery_mode": 1,
+                                                 "priority": 0, "headers": {}},
+                                   exchange="", routing_key=result.reply_to)
+            except EncodeError as exc:
+                logger.error("Dropped the result for %.80r: %s", result.correlation_id, exc)
         self._unwritten += self._waiting
         self._waiting = []
 

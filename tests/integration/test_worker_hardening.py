@@ -9,11 +9,13 @@ import signal
 import time
 from pathlib import Path
 
+import pika
 import pytest
 import wtasks
 from broker_admin import plain_connection
 from worker_support import wait_queue_settled
 
+from minicelery import message
 from minicelery.exceptions import WorkerLostError
 
 pytest_plugins = ("worker_support",)  # start_worker, shared_worker, client_app, counter_file
@@ -32,8 +34,25 @@ def test_a_consumer_cancelled_by_the_broker_is_restored(start_worker, client_app
         connection.close()
     worker.wait_for_line(rf"WARNING/MainProcess\] consumer: the broker cancelled the consumer of queue "
                          rf"'{worker.queue}' \(deleted or expired\?\); declaring it and consuming again")
-    # The queue exists again and is consumed: a task sent now runs.
+    _wait_for_consumer(worker.queue)  # declared and consumed again (the warning comes first)
     assert wtasks.add.apply_async((2, 3), queue=worker.queue).get(timeout=TIMEOUT) == 5
+
+
+def _wait_for_consumer(queue: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        connection = plain_connection()
+        try:
+            consumers = connection.channel().queue_declare(queue, passive=True).method.consumer_count
+        except pika.exceptions.ChannelClosedByBroker:
+            consumers = 0  # not declared again yet
+        finally:
+            if connection.is_open:
+                connection.close()
+        if consumers:
+            return
+        assert time.monotonic() < deadline, f"nobody consumes {queue} again"
+        time.sleep(0.05)
 
 
 def test_held_eta_tasks_lift_the_prefetch_window_instead_of_passing_amqps_limit(start_worker, client_app):
@@ -67,3 +86,23 @@ def test_a_task_that_forks_a_helper_and_dies_is_reported_at_once(start_worker, c
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_a_result_that_cannot_travel_is_dropped_and_the_worker_serves_on(start_worker, client_app):
+    # A task id over AMQP's 255-byte short string: its result's correlation_id cannot be encoded. The
+    # worker must log and drop that one result, not take it for a lost connection and loop.
+    worker = start_worker()
+    reply_queue = f"{worker.queue}.replies"
+    envelope = message.TaskMessage.create("wtasks.add", (1, 2), {}).encode("json")
+    headers = {**envelope.properties["headers"], "id": "x" * 300}
+    connection = plain_connection()
+    try:
+        channel = connection.channel()
+        channel.queue_declare(reply_queue, auto_delete=True)
+        channel.basic_publish("", worker.queue, envelope.body, pika.BasicProperties(
+            content_type="application/json", content_encoding="utf-8", headers=headers, reply_to=reply_queue))
+        worker.wait_for_line(r"ERROR/MainProcess\] Dropped the result for 'x{20}")
+        assert wtasks.add.apply_async((2, 2), queue=worker.queue).get(timeout=TIMEOUT) == 4
+        assert "Connection to broker lost" not in worker.log
+    finally:
+        connection.close()
