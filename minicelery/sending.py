@@ -29,6 +29,7 @@ def build_message(app: Any, name: str, args: Any, kwargs: Any, *, task_id: str |
     """Build the task message for one ``send_task`` call; replies go to ``reply_queue`` unless an
     explicit ``reply_to`` option says otherwise."""
     extra = {key: options[key] for key in _MESSAGE_OPTIONS if options.get(key) is not None}
+    extra.update(_embed(options))
     extra.setdefault("reply_to", reply_queue)
     needs_clock = countdown is not None or eta is not None or expires is not None
     return TaskMessage.create(
@@ -36,6 +37,20 @@ def build_message(app: Any, name: str, args: Any, kwargs: Any, *, task_id: str |
         task_id=task_id, countdown=countdown, eta=eta, expires=expires,
         now=app.now() if needs_clock else None, ignore_result=ignore_result,
         delivery_mode=options.get("delivery_mode") or app.conf.task_default_delivery_mode, **extra)
+
+
+def _embed(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The canvas part of the body: ``link``/``link_error`` (always lists) become ``callbacks``/``errbacks``;
+    ``chain`` (``[]`` kept: the last step of a chain says so) and ``chord`` pass as given (docs/canvas.md)."""
+    embed: dict[str, Any] = {}
+    for option, key in (("link", "callbacks"), ("link_error", "errbacks")):
+        value = options.get(option)
+        if value:
+            embed[key] = list(value) if isinstance(value, (list, tuple)) else [value]
+    for key in ("chain", "chord"):
+        if options.get(key) is not None:
+            embed[key] = options[key]
+    return embed
 
 
 def route(app: Any, name: str, options: Mapping[str, Any]) -> tuple[str, str, str | None]:
