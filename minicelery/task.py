@@ -319,7 +319,10 @@ class Task:
             self.name, args, kwargs, task_id=request.id, retries=retries, root_id=request.root_id,
             parent_id=request.id, reply_to=request.reply_to, ignore_result=request.ignore_result,
             priority=(delivery.get("priority") or None), time_limit=(request.timelimit or (None,))[0],
-            soft_time_limit=(list(request.timelimit or ()) + [None, None])[1], **options)
+            soft_time_limit=(list(request.timelimit or ()) + [None, None])[1],
+            # The canvas travels with every retry, so it is followed once, after the final run.
+            link=request.get("callbacks"), link_error=request.get("errbacks"), chain=request.get("chain"),
+            chord=request.get("chord"), **options)
 
     # -- handlers (no-ops, for subclasses) ----------------------------------------------------------
 
