@@ -5,10 +5,12 @@ and run ``python -m minicelery -A proj worker`` to execute them. Importing this 
 pika nor multiprocessing: the broker connection and the worker pool are loaded when first used.
 """
 
-from . import builtin_tasks, states  # builtin_tasks: the celery.* tasks every app registers
+from . import builtin_tasks as builtin_tasks  # registers the celery.* tasks in every app
+from . import states
 from ._state import current_app, current_task
 from .app import Celery
-from .canvas import Signature, chain, chord, group, maybe_signature, signature, subtask
+from .canvas import Signature, chain, group, maybe_signature, signature, subtask
+from .chord import chord
 from .exceptions import (
     ImproperlyConfigured,
     MaxRetriesExceededError,

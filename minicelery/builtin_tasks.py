@@ -22,7 +22,7 @@ from typing import Any
 from . import _state, protocol, states
 from .canvas_send import send
 from .exceptions import ChordError
-from .followup import bind_app, failure_targets, call_errbacks, check_signature, store_result_meta
+from .followup import bind_app, call_errbacks, check_signature, failure_targets, store_result_meta
 from .resultset import result_from_tuple
 
 __all__ = ["add_builtin_tasks"]

@@ -2,10 +2,11 @@
 
 A :class:`Signature` is a dict with Celery's six keys (``task``, ``args``, ``kwargs``, ``options``,
 ``subtask_type``, ``immutable``), so it travels inside a task message's embed exactly as Celery's does.
-``chain``, ``group`` and ``chord`` are signatures too, told apart by ``subtask_type``; :func:`signature`
-turns a dict back into the right class. Sending them (``apply_async``) lives in :mod:`.canvas_send`, so
-this module holds only the data and the ``|`` algebra. Celery's counterpart is ``celery.canvas``; left
-out are ``map``/``starmap``/``chunks``, stamping, ``Task.replace`` and ``chord_size``.
+``chain`` and ``group`` (and ``chord``, in :mod:`.chord`) are signatures too, told apart by
+``subtask_type``; :func:`signature` turns a dict back into the right class. Sending them
+(``apply_async``) lives in :mod:`.canvas_send`, so this module holds only the data and the ``|``
+algebra. Celery's counterpart is ``celery.canvas``; left out are ``map``/``starmap``/``chunks``,
+stamping, ``Task.replace`` and ``chord_size``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Any
 
 from . import _state
 
-__all__ = ["Signature", "chain", "chord", "group", "maybe_signature", "signature"]
+__all__ = ["Signature", "chain", "flatten_chain", "group", "maybe_signature", "signature", "subtask"]
 
 
-class Signature(dict):  # type: ignore[type-arg]
+class Signature(dict):
     """One task call as data: ``add.s(2, 2)`` is ``Signature('proj.add', (2, 2))``.
 
     Args:
@@ -266,8 +267,8 @@ def flatten_chain(steps: list[Signature]) -> list[Signature]:
         inner = step.tasks if isinstance(step, _chain) and not step.options else [step]
         for sig in inner:
             if flat and isinstance(flat[-1], group):
-                flat[-1] = _chord(flat[-1], body=sig, app=sig._app)
-            elif flat and isinstance(flat[-1], _chord):
+                flat[-1] = Signature.TYPES["chord"](flat[-1], body=sig, app=sig._app)
+            elif flat and flat[-1].subtask_type == "chord":
                 flat[-1] = flat[-1] | sig
             else:
                 flat.append(sig)
@@ -311,7 +312,7 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     def __or__(self, other: Any) -> Signature:
         if isinstance(other, Signature):
-            return _chord(self, body=other, app=self._app)
+            return Signature.TYPES["chord"](self, body=other, app=self._app)
         return NotImplemented
 
     def __repr__(self) -> str:
@@ -320,73 +321,7 @@ class group(Signature):  # noqa: N801 - Celery's name
         return f"group(({', '.join(repr(t) for t in self.tasks)}))"
 
 
-class _chord(Signature):  # noqa: N801 - Celery's name
-    """A group (the header) whose list of results is passed to one more task (the body)."""
-
-    def __init__(self, header: Any = (), body: Any = None, args: Any = None, kwargs: Any = None,
-                 app: Any = None, **options: Any) -> None:
-        if isinstance(header, Mapping):
-            header = maybe_signature(header, app=app)  # a group (dict): kept as a group, as in Celery
-        else:
-            header = [maybe_signature(t, app=app) for t in header]  # a list stays a list on the wire
-        if body is not None:
-            body = maybe_signature(body, app=app)
-        super().__init__("celery.chord", (), {"kwargs": dict(kwargs or {}), "header": header, "body": body},
-                         options, subtask_type="chord", app=app)
-
-    @classmethod
-    def _from_dict(cls, d: dict[str, Any], app: Any = None) -> Signature:
-        inner = d.get("kwargs", {})
-        header = inner.get("header") or []
-        header = maybe_signature(header, app=app) if isinstance(header, Mapping) else \
-            [maybe_signature(t, app=app) for t in header]
-        new = cls(header, inner.get("body"), kwargs=inner.get("kwargs"), app=app)
-        new["options"] = dict(d.get("options") or {})
-        new["immutable"] = bool(d.get("immutable"))
-        return new
-
-    @property
-    def tasks(self) -> list[Signature]:
-        """The header's tasks."""
-        header = self["kwargs"]["header"]
-        return header.tasks if isinstance(header, group) else list(header)
-
-    @property
-    def body(self) -> Signature:
-        """The task given the header's results."""
-        return self["kwargs"]["body"]
-
-    def __call__(self, body: Any = None, **options: Any) -> Any:  # type: ignore[override]
-        """``chord(header)(body)``: apply the chord with this body."""
-        if body is not None:
-            self["kwargs"]["body"] = maybe_signature(body, app=self._app)
-        return self.apply_async((), {}, **options)
-
-    def link(self, callback: Mapping[str, Any]) -> Any:
-        """Callbacks of a chord belong to its body."""
-        return self.body.link(callback)
-
-    def link_error(self, errback: Mapping[str, Any]) -> Any:
-        """Errbacks of a chord belong to its body."""
-        return self.body.link_error(errback)
-
-    def __or__(self, other: Any) -> Signature:
-        if isinstance(other, Signature):
-            new = self.clone()
-            new["kwargs"]["body"] = new.body | other
-            return new
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        tasks = ", ".join(repr(t) for t in self.tasks)
-        if self.body is None:
-            return f"chord(({tasks}))"
-        prefix = self.body.task.rpartition(".")[0]
-        return f"%{self.body.task}(({tasks.replace(prefix + '.', '') if prefix else tasks}))"
-
-
-chord = _chord
-Signature.TYPES.update({None: Signature, "chain": _chain, "group": group, "chord": _chord})
+Signature.TYPES.update({None: Signature, "chain": _chain, "group": group})  # chord.py adds "chord"
 
 
 def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
@@ -396,7 +331,9 @@ def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
         if isinstance(varies, Signature) and app is None:
             return varies.clone()
         return Signature.from_dict(varies, app=app)
-    return Signature(varies, *args, app=app, **kwargs)
+    made = Signature(varies, *args, **kwargs)
+    made._app = app
+    return made
 
 
 subtask = signature

@@ -12,9 +12,10 @@ Celery's counterparts are the ``apply_async``/``run``/``apply`` methods of ``cel
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
-from .canvas import Signature, _chain, _chord, group
+from .canvas import Signature, _chain, group
+from .chord import _chord
 from .resultset import GroupResult
 
 __all__ = ["E_CHORD_NO_BACKEND", "apply", "freeze", "send"]
@@ -68,7 +69,7 @@ def freeze(sig: Signature, *, group_id: str | None = None, group_index: int | No
     if isinstance(sig, _chain):
         results = [freeze(step) for step in sig.tasks[:-1]]
         results.append(freeze(sig.tasks[-1], group_id=group_id, group_index=group_index, task_id=task_id))
-        for parent, child in zip(results, results[1:]):
+        for parent, child in zip(results, results[1:], strict=False):
             child.parent = parent
         return results[-1]
     if isinstance(sig, group):
@@ -120,7 +121,7 @@ def _send_chain(ch: _chain, args: Any, kwargs: Any, options: dict[str, Any]) -> 
     if not rest and last_id:
         first_options["task_id"] = last_id
     first_result = send(first, args, kwargs, first_options)
-    for parent, child in zip([first_result, *results], results):
+    for parent, child in zip([first_result, *results], results, strict=False):
         _root(child).parent = parent
     return results[-1] if results else first_result
 
@@ -181,7 +182,7 @@ def _members(g: group) -> list[Signature]:
 def _send_chord(c: _chord, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
     app = c.app
     refuse_chords(app, [c])
-    c = c.clone()
+    c = cast(_chord, c.clone())
     options = {**c.options, **options}
     options.pop("chain", None)  # steps after a chord are folded into its body (canvas.flatten_chain)
     body_id = options.pop("task_id", None)
@@ -222,7 +223,7 @@ def apply(sig: Signature, args: Any, kwargs: Any, options: dict[str, Any]) -> An
     if isinstance(sig, _chain):
         result = None
         for index, step in enumerate(sig.tasks):
-            step_args = args if index == 0 else (result.get(),)
+            step_args = args if result is None else (result.get(),)
             step_result = apply(step, step_args, kwargs if index == 0 else None, {})
             _root(step_result).parent = result
             result = step_result

@@ -23,8 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import protocol, serialization, states
-from .canvas import Signature, _chain, _chord, group, signature
+from .canvas import Signature, _chain, group, signature
 from .canvas_send import apply, send
+from .chord import _chord
 from .exceptions import InvalidTaskError
 from .task import Context
 from .trace import Outcome
@@ -43,7 +44,8 @@ def embed_fields(embed: Mapping[str, Any] | None) -> dict[str, Any]:
     return {key: embed.get(key) for key in EMBED_KEYS}
 
 
-def follow_embed(app: Any, task: Any, request: Mapping[str, Any], outcome: Outcome) -> tuple[Outcome, list[Any]]:
+def follow_embed(app: Any, task: Any, request: Mapping[str, Any],
+                 outcome: Outcome) -> tuple[Outcome, list[Any]]:
     """Send what the embed asks for after ``outcome``; return the outcome to store and its ``children``.
 
     A malformed embed turns a success into FAILURE (``InvalidTaskError``) with nothing sent; a failure
@@ -121,8 +123,8 @@ def _reply_to(sig: Signature, reply_to: str | None) -> Signature:
         for part in sig.tasks:
             _reply_to(part, reply_to)
     elif isinstance(sig, _chord):
-        _reply_to(sig["kwargs"]["header"] if isinstance(sig["kwargs"]["header"], Mapping)
-                  else group(*sig["kwargs"]["header"]), reply_to)
+        header = sig["kwargs"]["header"]
+        _reply_to(header if isinstance(header, Signature) else group(*header), reply_to)
         _reply_to(sig.body, reply_to)
     elif reply_to:
         sig.options.setdefault("reply_to", reply_to)
@@ -219,7 +221,8 @@ def store_result_meta(app: Any, task_id: str, meta: dict[str, Any], reply_to: st
                                   "headers": {}}, exchange="", routing_key=reply_to)
 
 
-def follow_eager(task: Any, request: Mapping[str, Any], outcome: Outcome, options: Mapping[str, Any]) -> None:
+def follow_eager(task: Any, request: Mapping[str, Any], outcome: Outcome,
+                 options: Mapping[str, Any]) -> None:
     """Eager mode: run ``link`` callbacks with the result, or the ``link_error`` errbacks, right here."""
     links = [signature(dict(s)) for s in _as_list(options.get("link"))]
     errbacks = [signature(dict(s)) for s in _as_list(options.get("link_error"))]

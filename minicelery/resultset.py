@@ -170,7 +170,7 @@ class GroupResult(ResultSet):
             return other.id == self.id and other.results == self.results
         return NotImplemented
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
