@@ -81,9 +81,18 @@ class Signature(dict):
     @property
     def app(self) -> Any:
         """The app this signature is sent with."""
-        own = getattr(self, "_app", None)
+        own = getattr(self, "_app", None) or self._app_of_parts()
         task = getattr(self, "_type", None)
         return own or (task.app if task is not None else _state.get_current_app())
+
+    def _app_of_parts(self) -> Any:
+        """A composite built from signatures of one app (``chord(header, body)``) is sent with that app."""
+        inner = self.get("kwargs") if self.get("subtask_type") else None
+        if not isinstance(inner, dict):
+            return None
+        parts = [*inner.get("tasks", ()), *(inner.get("header") or ()), inner.get("body")]
+        found = (part.app for part in parts if isinstance(part, Signature))
+        return next(found, None)
 
     @property
     def type(self) -> Any:
