@@ -66,6 +66,11 @@ class Context:
     called_directly = True
     argsrepr: str | None = None
     kwargsrepr: str | None = None
+    # The message's canvas (its body's embed), followed after the run: see followup.py.
+    callbacks: Any = None
+    errbacks: Any = None
+    chain: Any = None
+    chord: Any = None
 
     def __init__(self, *args: Mapping[str, Any], **kwargs: Any) -> None:
         self.update(*args, **kwargs)
