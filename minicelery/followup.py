@@ -167,9 +167,11 @@ def _on_failure(app: Any, task: Any, request: Mapping[str, Any], outcome: Outcom
 
 
 def failure_targets(step: Signature) -> list[Signature]:
+    """The tasks whose results a client waits on in ``step``: a chord's body, every member of a group
+    (Celery stores the failure under the group's own id, where no ``GroupResult.get()`` looks)."""
     if isinstance(step, _chord):
-        return [step, *failure_targets(step.body)]
-    if isinstance(step, _chain):
+        return failure_targets(step.body)
+    if isinstance(step, (_chain, group)):
         return [t for part in step.tasks for t in failure_targets(part)]
     return [step]
 

@@ -159,3 +159,11 @@ def test_chain_through_a_chord_on_the_filesystem_backend(file_worker):
     add = lambda *a: signature("wtasks.add", a, app=client)  # noqa: E731
     result = chain(add(1, 1), group(add(1), add(2)), signature("wtasks.tsum", app=client)).apply_async()
     assert result.get(timeout=TIMEOUT) == 7
+
+
+def test_failure_before_a_group_fails_the_group_at_once(shared_worker, client_app):
+    result = chain(wtasks.boom.s(1), group(wtasks.add.s(1), wtasks.mul.s(2))).apply_async(queue=shared_worker.queue)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="boom"):
+        result.get(timeout=TIMEOUT)
+    assert time.monotonic() - started < TIMEOUT / 2

@@ -174,3 +174,13 @@ def test_result_carries_the_group_id(env):
     request = {"id": "X", "group": "GID", "reply_to": REPLY, "delivery_info": {}}
     result = JobHandler(app, "h")(Job("canvas_support.add", "X", body, "application/json", "utf-8", request, True))
     assert json.loads(result.reply[2])["group_id"] == "GID"
+
+
+def test_failure_before_a_group_fails_every_member(env):
+    app, broker, _ = env
+    members = [sig("add", [10], {"task_id": "A", "reply_to": "R"}), sig("mul", [10], {"task_id": "B", "reply_to": "R"})]
+    grp = {"task": "celery.group", "args": [], "kwargs": {"tasks": members}, "options": {"task_id": "G"},
+           "subtask_type": "group", "immutable": False}
+    run(app, "boom", [1], {"chain": [grp]})
+    assert [m.properties["correlation_id"] for m in broker.sent] == ["A", "B"]
+    assert all(m.body["status"] == "FAILURE" for m in broker.sent)
