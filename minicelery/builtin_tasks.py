@@ -6,11 +6,15 @@
   the body's errbacks when a header task failed.
 * ``celery.accumulate``: returns its arguments (or one of them): a chord body Celery uses for
   ``Task.replace(group)``.
+* ``celery.map``, ``celery.starmap``: what a Celery client's ``task.map(items)``, ``task.starmap(items)``
+  and ``task.chunks(items, n)`` send; the task is called here, once per item (``task(item)``,
+  ``task(*item)``), and the list of values is the result.
 * ``celery.chain``, ``celery.group``, ``celery.chord``: names only, the ``task`` of a composite signature;
   running one is an error, as in Celery.
 
-Celery's counterpart is ``celery.app.builtins``; left out are ``celery.map``, ``celery.starmap``,
-``celery.chunks`` (minicelery has no map/starmap/chunks primitives) and ``celery.backend_cleanup``.
+Celery's counterpart is ``celery.app.builtins``; left out are ``celery.chunks`` (Celery's client sends
+chunks as ``celery.starmap`` messages) and ``celery.backend_cleanup``. minicelery's own client has no
+``map``/``starmap``/``chunks`` primitives: the tasks are here so that a Celery client's work runs.
 """
 
 from __future__ import annotations
@@ -45,6 +49,16 @@ def add_builtin_tasks(app: Any) -> None:
     @app.task(name="celery.accumulate", shared=False, lazy=False)
     def accumulate(*args: Any, index: int | None = None) -> Any:
         return args[index] if index is not None else args
+
+    @app.task(name="celery.map", shared=False, lazy=False)
+    def xmap(task: Any, it: Any) -> list[Any]:
+        run = check_signature(task, "celery.map task").type
+        return [run(item) for item in it]
+
+    @app.task(name="celery.starmap", shared=False, lazy=False)
+    def xstarmap(task: Any, it: Any) -> list[Any]:
+        run = check_signature(task, "celery.starmap task").type
+        return [run(*item) for item in it]
 
     for kind in ("chain", "group", "chord"):
         _add_name_only(app, kind)

@@ -157,3 +157,16 @@ def test_chain_through_a_chord_on_the_filesystem_backend(file_pair):
                            library.group(_sig(library, client, "add", 1), _sig(library, client, "add", 2)),
                            _sig(library, client, "tsum")).apply_async()
     assert result.get(timeout=TIMEOUT) == 7
+
+
+@pytest.fixture(scope="module")
+def mini_worker(start_worker, celery_app):
+    return start_worker("minicelery", concurrency=2)
+
+
+def test_celery_map_starmap_and_chunks_run_on_a_minicelery_worker(mini_worker):
+    """Celery client primitives only (minicelery's client has none): celery.map/starmap on our worker."""
+    celery_side.configure({"INTEROP_QUEUE": mini_worker.queue})
+    assert celery_side.tsum.map([[1, 2], [3, 4]]).apply_async().get(timeout=TIMEOUT) == [3, 7]
+    assert celery_side.add.starmap([(1, 2), (3, 4)]).apply_async().get(timeout=TIMEOUT) == [3, 7]
+    assert celery_side.add.chunks([(1, 2), (3, 4), (5, 6)], 2).apply_async().get(timeout=TIMEOUT) == [[3, 7], [11]]

@@ -102,3 +102,10 @@ def test_chord_unlock_fails_the_body_with_chord_error(tmp_path):
     assert "group_id" not in stored and "parent_id" not in stored
     with pytest.raises(ChordError):
         app.AsyncResult("BODY").get(timeout=1)
+
+
+def test_map_and_starmap_call_the_task_once_per_item(tmp_path):
+    app, _, tasks = _unlock_app(tmp_path)
+    mapped = json.loads(json.dumps(tasks["tsum"].s()))
+    assert app.tasks["celery.map"].run(mapped, [[1, 2], [3, 4]]) == [3, 7]
+    assert app.tasks["celery.starmap"].run(json.loads(json.dumps(tasks["add"].s())), [[1, 2], [3, 4]]) == [3, 7]
