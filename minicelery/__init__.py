@@ -5,9 +5,12 @@ and run ``python -m minicelery -A proj worker`` to execute them. Importing this 
 pika nor multiprocessing: the broker connection and the worker pool are loaded when first used.
 """
 
+from . import builtin_tasks as builtin_tasks  # registers the celery.* tasks in every app
 from . import states
 from ._state import current_app, current_task
 from .app import Celery
+from .canvas import Signature, chain, group, maybe_signature, signature, subtask
+from .chord import chord
 from .exceptions import (
     ImproperlyConfigured,
     MaxRetriesExceededError,
@@ -21,6 +24,7 @@ from .exceptions import (
 )
 from .local import PromiseProxy, Proxy
 from .result import AsyncResult, EagerResult
+from .resultset import GroupResult, ResultSet
 from .shared import shared_task
 from .task import Task
 
@@ -30,21 +34,30 @@ __all__ = [
     "AsyncResult",
     "Celery",
     "EagerResult",
+    "GroupResult",
     "ImproperlyConfigured",
     "MaxRetriesExceededError",
     "NotRegistered",
     "OperationalError",
     "PromiseProxy",
     "Proxy",
+    "ResultSet",
     "Retry",
+    "Signature",
     "SoftTimeLimitExceeded",
     "Task",
     "TimeLimitExceeded",
     "TimeoutError",
     "WorkerLostError",
+    "chain",
+    "chord",
     "current_app",
     "current_task",
+    "group",
+    "maybe_signature",
     "shared_task",
+    "signature",
     "states",
+    "subtask",
     "__version__",
 ]

@@ -30,7 +30,7 @@ E_NO_BACKEND = "No result backend is configured.\nPlease see the documentation f
 
 
 def backend_for(app: Any) -> ResultBackend:
-    """The backend for ``app.conf.result_backend``: None or ``''`` → disabled, ``rpc://`` → rpc.
+    """The backend for ``app.conf.result_backend``: None or ``''`` → disabled, ``rpc://``, ``file:///dir``.
 
     Raises:
         ImproperlyConfigured: any other backend (its password masked in the message).
@@ -40,8 +40,13 @@ def backend_for(app: Any) -> ResultBackend:
         return DisabledBackend(app)
     if url == "rpc" or (isinstance(url, str) and url.startswith("rpc://")):
         return RPCBackend(app)
+    if isinstance(url, str) and url.startswith("file://"):
+        from .filesystem import FilesystemBackend  # here: it builds on ResultBackend, defined below
+
+        return FilesystemBackend(app, url)
     raise ImproperlyConfigured(f"Unsupported result backend {sanitize_url(url)!r}: minicelery supports "
-                               "rpc:// only; set result_backend to 'rpc://', or leave it unset.")
+                               "rpc:// only, plus file:///path for a shared directory; set result_backend to "
+                               "one of those, or leave it unset.")
 
 
 class ResultBackend:

@@ -22,6 +22,7 @@ The tree::
     │       ├── MaxRetriesExceededError   retry() past max_retries
     │       ├── TaskRevokedError          the task expired or was revoked
     │       ├── InvalidTaskError          a task message that cannot be run
+    │       ├── ChordError                a chord's header failed, so its body cannot run
     │       └── QueueNotFound (KeyError)
     ├── MessagingError                    (kombu's family)
     │   ├── OperationalError              the broker cannot be reached or went away
@@ -42,6 +43,7 @@ from typing import Any
 __all__ = [
     "AlreadyRegistered",
     "AlwaysEagerIgnored",
+    "ChordError",
     "CeleryError",
     "CeleryWarning",
     "ContentDisallowed",
@@ -193,6 +195,10 @@ class InvalidTaskError(TaskError):
     """Raised when a task message or a task class is malformed; the message says what is wrong."""
 
 
+class ChordError(TaskError):
+    """Stored as the chord body's FAILURE when a header task failed (its text is the header's error)."""
+
+
 class QueueNotFound(KeyError, TaskError):
     """Raised when a task is routed to a queue that is not defined."""
 
@@ -263,7 +269,7 @@ WIRE_MODULES: dict[str, str] = {
     **{name: "celery.exceptions" for name in (
         "CeleryError", "ImproperlyConfigured", "SecurityError", "TaskPredicate", "Retry", "Ignore",
         "Reject", "TaskError", "NotRegistered", "AlreadyRegistered", "TimeoutError",
-        "MaxRetriesExceededError", "TaskRevokedError", "InvalidTaskError", "QueueNotFound",
+        "MaxRetriesExceededError", "TaskRevokedError", "InvalidTaskError", "QueueNotFound", "ChordError",
     )},
     **{name: "kombu.exceptions" for name in (
         "OperationalError", "EncodeError", "DecodeError", "ContentDisallowed",

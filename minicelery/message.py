@@ -90,9 +90,14 @@ class SendOptions:
     @classmethod
     def from_call(cls, options: Mapping[str, Any]) -> SendOptions:
         """The options given to one call; None means unset, and options minicelery does not use
-        (Celery's ``link``, ``mandatory``...) are ignored, as Celery ignores those it does not know."""
-        return cls(**{key: value for key, value in options.items() if key in _OPTION_NAMES
-                      and value is not None})
+        (Celery's ``mandatory``...) are ignored, as Celery ignores those it does not know. Celery's
+        ``link``/``link_error`` become the body's ``callbacks``/``errbacks`` (always lists there)."""
+        known = {key: value for key, value in options.items() if key in _OPTION_NAMES and value is not None}
+        for option, field in (("link", "callbacks"), ("link_error", "errbacks")):
+            value = options.get(option)
+            if value and field not in known:
+                known[field] = list(value) if isinstance(value, (list, tuple)) else [value]
+        return cls(**known)
 
     @property
     def needs_clock(self) -> bool:

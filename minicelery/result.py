@@ -1,8 +1,9 @@
 """Result handles: ``AsyncResult`` for a task sent to a worker, ``EagerResult`` for one run here.
 
 ``AsyncResult`` asks the app's result backend for the task's latest state and rebuilds a failure as the
-original exception. Celery's counterpart is ``celery.result``; left out are result sets, groups,
-``forget()`` with a store, and following parents.
+original exception. ``parent`` links the steps of a chain (built when it is sent) and ``children``
+rebuilds what the task sent, from its result; groups of results are :mod:`.resultset`'s. Celery's
+counterpart is ``celery.result``; left out are ``forget()`` with a store and ``follow_parents``.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ class AsyncResult:
         task_name: the task's name, when known.
         app: the app (default: the current app).
         ignored: the task was sent with ``ignore_result``; ``get()`` returns None at once.
+        parent: the result of the previous step of a chain, else None.
     """
 
     app: Any = None
+    parent: Any = None
 
     def __init__(self, id: str, backend: Any = None, task_name: str | None = None,  # noqa: A002
-                 app: Any = None, ignored: bool = False) -> None:
+                 app: Any = None, ignored: bool = False, parent: Any = None) -> None:
         self.id = id
+        self.parent = parent
         self.app = app or self.app or _state.get_current_app()
         self._backend = backend
         self.name = task_name
@@ -118,9 +122,11 @@ class AsyncResult:
 
     @property
     def children(self) -> list[Any]:
-        """The results of tasks sent from inside this task (as reported on the wire)."""
+        """The results of what the task sent (next chain step, callbacks), rebuilt from its result."""
+        from .resultset import result_from_tuple  # same layer; results of several tasks live there
+
         meta = self._latest()
-        return list(meta.get("children") or ()) if meta else []
+        return [result_from_tuple(child, self.app) for child in meta.get("children") or ()] if meta else []
 
     def ready(self) -> bool:
         """True once the task has finished (SUCCESS, FAILURE or REVOKED)."""
@@ -138,9 +144,9 @@ class AsyncResult:
         """Drop the cached state (the rpc backend stores nothing else)."""
         self._meta = None
 
-    def as_tuple(self) -> tuple[tuple[str, None], None]:
-        """Celery's tuple form of a result, as used in a message's ``children``."""
-        return (self.id, None), None
+    def as_tuple(self) -> tuple[tuple[str, Any], None]:
+        """Celery's tuple form of a result, as used in a message's ``children``: ``((id, parent), None)``."""
+        return (self.id, self.parent.as_tuple() if self.parent is not None else None), None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.id}>"
@@ -165,6 +171,7 @@ class EagerResult(AsyncResult):
     def __init__(self, id: str, ret_value: Any, state: str, traceback: str | None = None,  # noqa: A002
                  name: str | None = None) -> None:
         self.id = id
+        self.parent = None
         self.name = name
         self.ignored = False
         self._result = ret_value

@@ -2,8 +2,9 @@
 
 A task is a singleton instance of a class made for one function. Calling it runs the function here;
 ``delay``/``apply_async`` send a message; ``apply`` runs it through the tracer like a worker would;
-``retry`` re-sends it from inside a run. Celery's counterpart is ``celery.app.task``; left out are
-signatures/canvas (``s()``, ``link``), rate limits and ``update_state`` from inside a worker child.
+``retry`` re-sends it from inside a run; ``s()``/``si()``/``signature()`` make a signature for the canvas
+(:mod:`.canvas`). Celery's counterpart is ``celery.app.task``; left out are ``map``/``starmap``/``chunks``,
+``replace``, rate limits and ``update_state`` from inside a worker child.
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ class Context:
     called_directly = True
     argsrepr: str | None = None
     kwargsrepr: str | None = None
+    # The message's canvas (its body's embed), followed after the run: see followup.py.
+    callbacks: Any = None
+    errbacks: Any = None
+    chain: Any = None
+    chord: Any = None
 
     def __init__(self, *args: Mapping[str, Any], **kwargs: Any) -> None:
         self.update(*args, **kwargs)
@@ -247,9 +253,32 @@ class Task:
         request = {"id": task_id, "retries": retries, "is_eager": True, "called_directly": False,
                    "root_id": task_id, "delivery_info": {"is_eager": True}}
         outcome = trace.run_task(self, args, kwargs, request, eager=True)
+        if options.get("link") or options.get("link_error"):  # eager callbacks/errbacks run inline
+            from .followup import follow_eager  # same layer; the canvas side of a finished task
+
+            follow_eager(self, {**request, "args": args, "kwargs": kwargs}, outcome, options)
         if throw and outcome.state == states.FAILURE:
             raise outcome.value
         return EagerResult(task_id, outcome.value, outcome.state, outcome.traceback, name=self.name)
+
+    # -- canvas -------------------------------------------------------------------------------------
+
+    def signature(self, args: Any = None, *starargs: Any, **starkwargs: Any) -> Any:
+        """A signature of this task: ``signature((2, 2), {}, countdown=10)`` (see :mod:`.canvas`)."""
+        from .canvas import Signature  # same layer; the canvas is optional, loaded when first used
+
+        starkwargs.setdefault("app", self.app)
+        return Signature(self, args, *starargs, **starkwargs)
+
+    subtask = signature
+
+    def s(self, *args: Any, **kwargs: Any) -> Any:
+        """A signature with these arguments: ``add.s(2, 2)``."""
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Any:
+        """An immutable signature: in a chain or as a callback it ignores the previous result."""
+        return self.signature(args, kwargs, immutable=True)
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> Any:  # noqa: N802 - Celery's name
         """A result handle for ``task_id`` of this task."""
@@ -301,7 +330,10 @@ class Task:
                 "ignore_result": request.ignore_result, "priority": delivery.get("priority") or None,
                 "time_limit": hard, "soft_time_limit": soft,
                 # back to the queue it came from, unless it came through a named exchange
-                "queue": None if delivery.get("exchange") else delivery.get("routing_key")}
+                "queue": None if delivery.get("exchange") else delivery.get("routing_key"),
+                # The canvas travels with every retry, so it is followed once, after the final run.
+                "callbacks": request.get("callbacks"), "errbacks": request.get("errbacks"),
+                "chain": request.get("chain"), "chord": request.get("chord")}
         send_options = SendOptions.from_call({**same, **options, "task_id": request.id, "retries": retries})
         self.app.send_task(self.name, args, kwargs, options=send_options)
 

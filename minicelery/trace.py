@@ -2,7 +2,8 @@
 
 Both ``Task.apply()`` (eager mode) and the worker's child processes use :func:`run_task`, so a task
 behaves the same in both. Celery's counterpart is ``celery.app.trace.build_tracer`` — a 345-line closure
-there, three small functions here. Left out: chords, callbacks/errbacks, task events and signals.
+there, three small functions here; what the canvas asks for after a run (next chain step, callbacks,
+errbacks) is followup.py's. Left out: task events and signals.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Any
 from .. import log, protocol, serialization, states
 from ..app import Celery
 from ..exceptions import EncodeError, NotRegistered
+from ..followup import embed_fields, follow_embed
 from ..imports import find_app
 from ..saferepr import saferepr
 from ..trace import Outcome, run_task
@@ -48,14 +49,15 @@ class JobResult:
 
 
 def encode_result(task_id: str, state: str, value: Any, *, traceback: str | None, serializer: str,
-                  parent_id: str | None = None) -> tuple[str, str, bytes]:
+                  parent_id: str | None = None, children: list[Any] | None = None,
+                  group_id: str | None = None) -> tuple[str, str, bytes]:
     """Serialize a result message in Celery's rpc format: ``(content_type, encoding, body)``.
 
     Raises:
         EncodeError: ``value`` cannot be encoded with ``serializer``.
     """
-    meta = protocol.result_meta(task_id, state, value, traceback=traceback, children=[], parent_id=parent_id,
-                                serializer=serializer)
+    meta = protocol.result_meta(task_id, state, value, traceback=traceback, children=children,
+                                parent_id=parent_id, group_id=group_id, serializer=serializer)
     return serialization.dumps(meta, serializer)
 
 
@@ -77,25 +79,31 @@ class JobHandler:
             return self._failed(job, exc)
         try:
             compression = job.request["headers"].get("compression")
-            args, kwargs, _embed = protocol.decode_body(job.body, job.content_type, job.content_encoding,
-                                                        self.accept, compression)
+            args, kwargs, embed = protocol.decode_body(job.body, job.content_type, job.content_encoding,
+                                                       self.accept, compression)
         except Exception as exc:  # noqa: BLE001 - any decoding problem fails this task only
             logger.error("Task %s[%s] cannot decode its body: %r", job.task, job.id, exc)
             return self._failed(job, exc)
         request = {**job.request, "args": args, "kwargs": kwargs, "hostname": self.hostname,
-                   "called_directly": False, "is_eager": False}
+                   "called_directly": False, "is_eager": False, **embed_fields(embed)}
         outcome = run_task(task, args, kwargs, request)
+        # Canvas (followup.py): next chain step, callbacks, errbacks; sent before the result is stored.
+        outcome, children = follow_embed(self.app, task, request, outcome)
         reply = None
         if job.send_result and outcome.state not in (states.IGNORED, states.REJECTED):
             try:
                 reply = encode_result(job.id, outcome.state, outcome.value, traceback=outcome.traceback,
                                       serializer=self.result_serializer,
-                                      parent_id=job.request.get("parent_id"))
+                                      parent_id=job.request.get("parent_id"), children=children,
+                                      group_id=job.request.get("group"))
             except EncodeError as exc:  # the return value cannot travel: the task fails, and says so
                 outcome = Outcome(states.FAILURE, exc, None, outcome.runtime)
                 reply = encode_result(job.id, states.FAILURE, exc, traceback=None,
                                       serializer=self.result_serializer)
         self._log(task, job, outcome)
+        if reply is not None and hasattr(self.app.backend, "store_encoded"):  # file://: stored here
+            self.app.backend.store_encoded(job.id, reply[2])
+            reply = None
         return JobResult(outcome.state, reply, requeue=outcome.requeue)
 
     def close(self) -> None:

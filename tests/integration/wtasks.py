@@ -8,6 +8,7 @@ Configured from the environment, read once at import:
 * ``WTASKS_BROKER``: the broker URL (default: the test RabbitMQ on 127.0.0.1).
 * ``WTASKS_QUEUE``: ``task_default_queue`` (tests also pass ``queue=`` explicitly when sending).
 * ``WTASKS_ACCEPT``: comma-separated ``accept_content`` (default ``json``).
+* ``WTASKS_BACKEND``: ``result_backend`` (default ``rpc://``; the canvas tests use ``file:///dir``).
 
 Results go through ``rpc://``. Tasks that must be observed from outside their result (did it run? how
 often?) append a line to a file whose path the test passes as an argument.
@@ -28,7 +29,9 @@ BROKER = os.environ.get("WTASKS_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
 QUEUE = os.environ.get("WTASKS_QUEUE", "minicelery-wtasks")
 ACCEPT = [c.strip() for c in os.environ.get("WTASKS_ACCEPT", "json").split(",") if c.strip()]
 
-app = Celery("wtasks", broker=BROKER, backend="rpc://")
+BACKEND = os.environ.get("WTASKS_BACKEND", "rpc://")
+
+app = Celery("wtasks", broker=BROKER, backend=BACKEND)
 app.conf.task_default_queue = QUEUE
 app.conf.accept_content = ACCEPT
 app.conf.result_accept_content = ["json"]
@@ -237,3 +240,51 @@ def fork_helper_and_die(pid_file, lifetime):
         os._exit(0)
     Path(pid_file).write_text(str(helper))
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- canvas ----------------------------------------------------------------------------------------
+
+@app.task
+def mul(x, y):
+    return x * y
+
+
+@app.task
+def tsum(xs):
+    return sum(xs)
+
+
+@app.task
+def echo(*args, **kwargs):
+    return [list(args), kwargs]
+
+
+@app.task
+def boom(*args):
+    raise ValueError("boom", *args)
+
+
+@app.task
+def on_err(request, exc, traceback, path):
+    """A new-style errback: called in the failing worker process with the failed request."""
+    _append(path, f"new {request.id} {exc!r} {os.getpid()} {traceback.splitlines()[-1]}")
+
+
+@app.task(bind=True)
+def on_err_bound(self, request, exc, traceback, path):
+    """A bound new-style errback (Celery mis-sorts it as old style; minicelery calls it)."""
+    _append(path, f"bound {request.id} {exc!r}")
+
+
+@app.task
+def on_err_old(task_id, path):
+    """An old-style errback: sent as a message with the failed task's id first."""
+    _append(path, f"old {task_id}")
+    return task_id
+
+
+@app.task
+def note(value, path, tag):
+    """A callback that records it ran (and with what)."""
+    _append(path, f"{tag} {value!r}")
+    return value

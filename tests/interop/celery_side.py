@@ -7,7 +7,8 @@ its app as a Celery *client*. Everything that varies between runs comes from env
 * ``INTEROP_BROKER_URL``: the broker (default ``amqp://guest:guest@127.0.0.1:5672//``);
 * ``INTEROP_QUEUE``: ``task_default_queue``, a unique name per test module;
 * ``INTEROP_ACCEPT_CONTENT``: comma-separated serializers the worker accepts (default ``json``);
-* ``INTEROP_RESULT_SERIALIZER``: the serializer of result messages (default ``json``).
+* ``INTEROP_RESULT_SERIALIZER``: the serializer of result messages (default ``json``);
+* ``INTEROP_BACKEND``: the result backend (default ``rpc://``; the chord tests use ``file:///dir``).
 
 The tasks mirror ``mini_side.py`` exactly (same names, same behaviour), so a message sent by either side
 runs the same way on either side's worker.
@@ -43,7 +44,7 @@ def configure(environ: Mapping[str, str] | None = None) -> None:
     app.conf.update(settings_from_env(environ))
 
 
-app = Celery("celery_side", backend="rpc://")
+app = Celery("celery_side", backend=os.environ.get("INTEROP_BACKEND", "rpc://"))
 app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_enable_remote_control=False,  # no pidbox queue or exchange left behind
@@ -88,3 +89,44 @@ def sleep(seconds: float) -> float:
     """Keep the worker busy for ``seconds`` (used to run into a hard time limit)."""
     time.sleep(seconds)
     return seconds
+
+
+# -- canvas (the same on both sides) ------------------------------------------------------------------
+
+@app.task(name="interop.mul")
+def mul(x: int, y: int) -> int:
+    return x * y
+
+
+@app.task(name="interop.tsum")
+def tsum(values: list[int]) -> int:
+    return sum(values)
+
+
+@app.task(name="interop.boom")
+def boom(*args: Any) -> None:
+    raise ValueError("boom", *args)
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
+@app.task(name="interop.note")
+def note(value: Any, path: str, tag: str) -> Any:
+    """A callback that records that it ran, and with what."""
+    _append(path, f"{tag} {value!r}")
+    return value
+
+
+@app.task(name="interop.on_err")
+def on_err(request: Any, exc: BaseException, traceback: str, path: str) -> None:
+    """A new-style errback: called in the failing worker process."""
+    _append(path, f"new {request.id} {exc!r}")
+
+
+@app.task(name="interop.on_err_old")
+def on_err_old(task_id: str, path: str) -> None:
+    """An old-style errback: sent as a message with the failed task's id."""
+    _append(path, f"old {task_id}")

@@ -38,7 +38,7 @@ def configure(environ: Mapping[str, str] | None = None) -> None:
         setattr(app.conf, key, value)
 
 
-app = Celery("mini_side", backend="rpc://")
+app = Celery("mini_side", backend=os.environ.get("INTEROP_BACKEND", "rpc://"))
 configure()
 
 
@@ -77,3 +77,44 @@ def sleep(seconds: float) -> float:
     """Keep the worker busy for ``seconds`` (used to run into a hard time limit)."""
     time.sleep(seconds)
     return seconds
+
+
+# -- canvas (the same on both sides) ------------------------------------------------------------------
+
+@app.task(name="interop.mul")
+def mul(x: int, y: int) -> int:
+    return x * y
+
+
+@app.task(name="interop.tsum")
+def tsum(values: list[int]) -> int:
+    return sum(values)
+
+
+@app.task(name="interop.boom")
+def boom(*args: Any) -> None:
+    raise ValueError("boom", *args)
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
+@app.task(name="interop.note")
+def note(value: Any, path: str, tag: str) -> Any:
+    """A callback that records that it ran, and with what."""
+    _append(path, f"{tag} {value!r}")
+    return value
+
+
+@app.task(name="interop.on_err")
+def on_err(request: Any, exc: BaseException, traceback: str, path: str) -> None:
+    """A new-style errback: called in the failing worker process."""
+    _append(path, f"new {request.id} {exc!r}")
+
+
+@app.task(name="interop.on_err_old")
+def on_err_old(task_id: str, path: str) -> None:
+    """An old-style errback: sent as a message with the failed task's id."""
+    _append(path, f"old {task_id}")
