@@ -78,7 +78,7 @@ class JobHandler:
         except NotRegistered as exc:  # the main process checks first; a stale registry is still safe
             return self._failed(job, exc)
         try:
-            compression = job.request["headers"].get("compression")
+            compression = (job.request.get("headers") or {}).get("compression")
             args, kwargs, embed = protocol.decode_body(job.body, job.content_type, job.content_encoding,
                                                        self.accept, compression)
         except Exception as exc:  # noqa: BLE001 - any decoding problem fails this task only

@@ -42,8 +42,15 @@ def test_apply_async_makes_the_options_once_with_the_tasks_defaults(app):
 
 
 def test_options_celery_has_but_minicelery_ignores_are_dropped_and_none_means_unset():
-    options = SendOptions.from_call({"link": object(), "mandatory": True, "queue": None, "retries": 2})
+    options = SendOptions.from_call({"mandatory": True, "queue": None, "retries": 2})
     assert options == SendOptions(retries=2)
+
+
+def test_link_and_link_error_become_the_bodys_callbacks_and_errbacks_as_lists():
+    first, second, errback = {"task": "a"}, {"task": "b"}, {"task": "e"}
+    options = SendOptions.from_call({"link": [first, second], "link_error": errback})
+    assert (options.callbacks, options.errbacks) == ([first, second], [errback])
+    assert SendOptions.from_call({"link": None, "link_error": []}) == SendOptions()
 
 
 def test_soft_limit_above_hard_limit_is_refused_by_the_options():
