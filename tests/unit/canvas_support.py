@@ -1,16 +1,19 @@
 """A recording broker and a small task app for the canvas unit tests (no RabbitMQ needed).
 
-:class:`RecordingBroker` stands in for ``app.broker``: it keeps every published message, decoded, in
-order, so a test can check exactly what a client or a worker would have put on the wire.
+:class:`RecordingBroker` is ``app.broker``: the real ``memory://`` transport, which also keeps every
+published message, decoded, in order, so a test can check exactly what a client or a worker put on the
+wire (and the messages really sit in the in-process broker's queues).
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from minicelery import Celery
+from minicelery.memory import MemoryTransport
 
 
 @dataclass
@@ -35,18 +38,21 @@ class Published:
         return self.body[2]
 
 
-class RecordingBroker:
-    """Keeps what is published; declares nothing, connects to nothing."""
+class RecordingBroker(MemoryTransport):
+    """The real memory transport, noting every message published through it, decoded, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
         self.sent: list[Published] = []
         self.reply_queues: list[str] = []
 
     def publish(self, body: bytes, properties: dict[str, Any], *, exchange: str = "", routing_key: str,
                 declare: Any = ()) -> None:
+        super().publish(body, properties, exchange=exchange, routing_key=routing_key, declare=declare)
         self.sent.append(Published(exchange, routing_key, dict(properties), json.loads(body)))
 
     def declare_reply_queue(self, name: str, expires_ms: Any = None, consume: bool = True) -> None:
+        super().declare_reply_queue(name, expires_ms, consume)
         self.reply_queues.append(name)
 
     def tasks(self) -> list[Published]:
@@ -56,11 +62,12 @@ class RecordingBroker:
 
 def make_app(backend: str = "rpc://", **conf: Any) -> tuple[Celery, RecordingBroker, dict[str, Any]]:
     """An app with tasks ``add``, ``mul``, ``tsum``, ``echo``, ``boom`` and a recording broker."""
-    app = Celery("cs_tasks", broker="amqp://guest:guest@127.0.0.1//", backend=backend)
+    url = f"memory://canvas-{uuid.uuid4().hex}"
+    app = Celery("cs_tasks", broker=url, backend=backend)
     app.conf.task_default_queue = "canvas-test"
     app.conf.update(conf)
-    broker = RecordingBroker()
-    app._broker = broker  # the app's broker slot, filled before first use: nothing connects
+    broker = RecordingBroker(url)
+    app._broker = broker  # the app's broker slot, filled before first use with the recording transport
 
     @app.task
     def add(x, y):

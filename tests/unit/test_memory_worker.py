@@ -126,3 +126,30 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_chain_and_a_group_run_on_the_memory_transport(app):
+    from minicelery import chain, group
+
+    add = app.tasks["t.add"]
+    with start_worker(app, concurrency=2):
+        assert chain(add.s(1, 2), add.s(3), add.s(4)).delay().get(timeout=10) == 10
+        assert group(add.s(i, i) for i in range(10)).delay().get(timeout=10) == [2 * i for i in range(10)]
+
+
+def test_a_chord_on_the_file_backend_runs_on_the_memory_transport(tmp_path):
+    from minicelery import chord
+    from minicelery.builtin_tasks import add_builtin_tasks
+
+    app = make_app()
+    app.conf.result_backend = f"file://{tmp_path}"
+    add_builtin_tasks(app)  # tests/conftest.py clears the finalize callbacks that would register it
+
+    @app.task(name="t.total", shared=False)
+    def total(values):
+        return sum(values)
+
+    add = app.tasks["t.add"]
+    with start_worker(app, concurrency=2):
+        assert chord(add.s(i, i) for i in range(5))(total.s()).get(timeout=10) == 20
+    app.close()
