@@ -17,6 +17,8 @@ LAYERS = {
     "trace": 3, "task": 3, "result": 3, "sending": 3,
     "amqp": 4, "backends": 4,
     "app": 5, "shared": 5,
+    # beside the app: the optional beat subsystem (the core never imports it)
+    "crontab_parser": 5, "schedules": 5, "beat": 5,
     "worker": 6,
     "cli": 7, "__main__": 7, "__init__": 8,
 }
