@@ -3,8 +3,10 @@
 Creating an app only creates a logical clock and a task registry, makes the app current and calls
 ``on_init()``; configuration is read on first use, tasks are built when touched or when the app
 finalizes, and the broker connection opens with the first message sent.
-Celery's counterpart is ``celery.app.base``; left out are loaders, fixups, signals, events, beat, control
-and the canvas.
+Two signals let a program hook in: ``on_after_configure`` (sent once the configuration is read) and
+``on_after_finalize``; Celery users call ``add_periodic_task`` from them. Celery's counterpart is
+``celery.app.base``; left out are loaders, fixups, the ``on_configure`` and ``on_after_fork`` signals,
+events, control and the canvas.
 """
 
 from __future__ import annotations
@@ -18,30 +20,19 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone, tzinfo
 from typing import Any
 
-from . import _state
+from . import _state, periodic
 from .clock import LamportClock
 from .config import Settings
 from .exceptions import DuplicateTaskNameWarning, ImproperlyConfigured
+from .imports import config_module_from_envvar
 from .local import PromiseProxy
 from .registry import TaskRegistry
 from .result import AsyncResult
-from .sending import build_message, route
+from .sending import build_message, queue_declarations, route
+from .signals import Signal
 from .task import Task, add_autoretry_behaviour
-from .transport import QueueSpec
 
 __all__ = ["Celery"]
-
-_ENVVAR_NOT_SET = """\
-The environment variable {0!r} is not set,
-and as such the configuration could not be loaded.
-
-Please set this variable and make sure it points to
-a valid configuration module.
-
-Example:
-    {0}="proj.celeryconfig"
-"""
-
 
 class Celery:
     """A minicelery application.
@@ -83,6 +74,10 @@ class Celery:
                                           ("include", include)) if v is not None})
         preconf.update({k: v for k, v in settings.items() if v is not None})
         self._conf = Settings(changes=preconf, namespace=namespace)
+        self._periodic_tasks = periodic.PeriodicTasks()
+        self.on_after_configure = Signal("app.on_after_configure")  #: sent with ``source=app.conf``
+        self.on_after_finalize = Signal("app.on_after_finalize")
+        self._conf.on_load.append(self._after_configure)
         if config_source is not None:
             self._conf.config_from_object(config_source, namespace=namespace)
         if set_as_current:
@@ -148,12 +143,28 @@ class Celery:
 
         Raises ``ImproperlyConfigured`` when the variable is not set (returns False with ``silent``).
         """
-        module_name = os.environ.get(variable_name)
-        if not module_name:
+        try:
+            module_name = config_module_from_envvar(variable_name)
+        except ImproperlyConfigured:
             if silent:
                 return False
-            raise ImproperlyConfigured(_ENVVAR_NOT_SET.strip().format(variable_name))
+            raise
         return self.config_from_object(module_name, silent=silent, force=force)
+
+    def _after_configure(self, conf: Settings) -> None:
+        """Called once the configuration is read: add the waiting periodic tasks, then tell receivers."""
+        self._periodic_tasks.add_pending(conf)
+        self.on_after_configure.send(sender=self, source=conf)
+
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (), kwargs: Any = (),
+                          name: str | None = None, **opts: Any) -> str:
+        """Add an entry to ``beat_schedule``: send ``sig`` on ``schedule`` (seconds, timedelta, crontab).
+
+        The key is ``name``, else ``repr(sig)``; ``opts`` are ``apply_async`` options. Before the
+        configuration is read, the entry waits for it. Returns the key.
+        """
+        conf = self.conf if self.configured else None
+        return self._periodic_tasks.add(conf, schedule, sig, args, kwargs, name, opts)
 
     @property
     def timezone(self) -> tzinfo:
@@ -195,6 +206,7 @@ class Celery:
                 self._pending.popleft().__maybe_evaluate__()
             for task in self._tasks.values():
                 task.bind(self)
+            self.on_after_finalize.send(sender=self)
 
     def task(self, *args: Any, **opts: Any) -> Any:
         """Decorator that turns a function into a task: ``@app.task`` or ``@app.task(name=..., ...)``.
@@ -356,7 +368,7 @@ class Celery:
                                 expires=expires, ignore_result=bool(ignore_result), options=options,
                                 reply_queue=own_queue)
         exchange, routing_key, queue = route(self, name, options)
-        declare = self._queue_declarations(queue)
+        declare = queue_declarations(self, queue)
         if not ignore_result and message.reply_to == own_queue:
             # Only our own queue, never a reply_to passed through (a retry sent for another client).
             self.backend.prepare(own_queue)
@@ -364,15 +376,6 @@ class Celery:
         self.broker.publish(envelope.body, envelope.properties, exchange=exchange,
                             routing_key=routing_key, declare=declare)
         return self.AsyncResult(message.id, task_name=name, ignored=bool(ignore_result))
-
-    def _queue_declarations(self, queue: str | None) -> tuple[Any, ...]:
-        """The declarations to make (once per connection) before publishing to ``queue``."""
-        if queue is None:
-            return ()
-        specs = self.__dict__.setdefault("_queue_specs", {})
-        if queue not in specs:
-            specs[queue] = (QueueSpec(queue),)
-        return specs[queue]
 
     @property
     def AsyncResult(self) -> type[AsyncResult]:  # noqa: N802 - Celery's name

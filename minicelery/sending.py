@@ -15,8 +15,9 @@ from typing import Any
 
 from .exceptions import ImproperlyConfigured
 from .protocol import TaskMessage
+from .transport import QueueSpec
 
-__all__ = ["build_message", "route"]
+__all__ = ["build_message", "route", "queue_declarations"]
 
 #: Options that ``send_task`` consumes itself rather than passing on to the message.
 _MESSAGE_OPTIONS = ("retries", "time_limit", "soft_time_limit", "root_id", "parent_id", "shadow",
@@ -58,6 +59,16 @@ def route(app: Any, name: str, options: Mapping[str, Any]) -> tuple[str, str, st
     if not isinstance(queue, str):
         raise ImproperlyConfigured(f"queue must be a queue name (a str), not {queue!r}")
     return "", queue, queue
+
+
+def queue_declarations(app: Any, queue: str | None) -> tuple[Any, ...]:
+    """The declarations to make (once per connection) before publishing to ``queue``, made once per app."""
+    if queue is None:
+        return ()
+    specs = app.__dict__.setdefault("_queue_specs", {})
+    if queue not in specs:
+        specs[queue] = (QueueSpec(queue),)
+    return specs[queue]
 
 
 def _lookup_route(routes: Any, name: str) -> Mapping[str, Any]:

@@ -11,10 +11,10 @@ PACKAGE = Path(__file__).resolve().parents[2] / "minicelery"
 
 #: Module → layer. A module may import from its own layer or below, never above.
 LAYERS = {
-    "exceptions": 0, "local": 0, "defaults": 0, "clock": 0, "urls": 0, "states": 0,
+    "exceptions": 0, "local": 0, "defaults": 0, "clock": 0, "urls": 0, "states": 0, "signals": 0,
     "_state": 1, "imports": 1, "log": 1,
     "config": 2, "censoring": 2, "registry": 2, "transport": 2, "fieldtable": 2, "serialization": 2, "protocol": 2,
-    "trace": 3, "task": 3, "result": 3, "sending": 3,
+    "trace": 3, "task": 3, "result": 3, "sending": 3, "periodic": 3,
     "amqp": 4, "backends": 4,
     "app": 5, "shared": 5,
     # beside the app: the optional beat subsystem (the core never imports it)
@@ -139,10 +139,20 @@ def code_lines(path: Path) -> int:
                if line.strip() and not line.strip().startswith("#") and number not in docstrings)
 
 
+#: Optional subsystems, each with a code-line budget of its own; they count in neither total below.
+OPTIONAL_BUDGETS = {
+    "beat": (("periodic", "crontab_parser", "schedules", "beat", "beat_store"), 800),
+}
+
+
 def test_line_budget():
-    """The core (app, messaging, results) stays near 3,000 lines of code, the whole package under 4,600
-    (4,500 until the pool's per-child job queue, which buys 4-13 % throughput on short tasks)."""
+    """The core (app, messaging, results) stays near 3,000 lines of code, the whole package under 4,700
+    (4,500 until the pool's per-child job queue, which buys 4-13 % throughput on short tasks; 4,600 until
+    the app's signals on_after_configure and on_after_finalize)."""
     counts = {module_name(p): code_lines(p) for p in all_modules()}
+    for subsystem, (modules, budget) in OPTIONAL_BUDGETS.items():
+        used = sum(counts.pop(name, 0) for name in modules)
+        assert used <= budget, f"the {subsystem} subsystem has {used} lines of code (budget {budget})"
     core = sum(n for name, n in counts.items() if not name.startswith(("worker.", "cli", "__main__")))
     assert core <= 3200, f"the core has {core} lines of code"
-    assert sum(counts.values()) <= 4600, f"the package has {sum(counts.values())} lines of code"
+    assert sum(counts.values()) <= 4700, f"the package has {sum(counts.values())} lines of code"
