@@ -48,7 +48,7 @@ SETTINGS: dict[str, Setting] = {
     # -- beat -----------------------------------------------------------------------------------------
     "beat_schedule": Setting({}, "Periodic tasks: name → {task, schedule, args, kwargs, options}."),
     "beat_schedule_filename": Setting("celerybeat-schedule", "File where beat keeps each entry's last run."),
-    "beat_sync_every": Setting(0, "Sends between writes of the schedule file (minicelery writes after each)."),
+    "beat_sync_every": Setting(0, "Sends between writes of the schedule file (minicelery: after each send)."),
     "beat_max_loop_interval": Setting(0, "Longest sleep of beat between checks; 0 means 300 seconds."),
     "beat_cron_starting_deadline": Setting(
         None, "Seconds after which a missed crontab run is skipped instead of run late; None: never."),

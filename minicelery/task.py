@@ -195,7 +195,9 @@ class Task:
         ``exchange``, ``priority``, ``headers``, ``serializer``, ``ignore_result``, ``time_limit``,
         ``soft_time_limit``, ``retries``, ``reply_to``.
         """
-        args = tuple(args or ())
+        # A list stays a list, as in Celery, where it shows in the message as argsrepr '[1, 2]' (beat sends
+        # lists); any other iterable becomes a tuple.
+        args = args if isinstance(args, (list, tuple)) else tuple(args or ())
         kwargs = dict(kwargs or {})
         hard, soft = options.get("time_limit", self.time_limit), options.get(
             "soft_time_limit", self.soft_time_limit)

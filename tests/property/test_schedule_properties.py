@@ -8,7 +8,6 @@ day fields allow). Interval schedules count elapsed time, so the next run never 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st

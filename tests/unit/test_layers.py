@@ -18,7 +18,7 @@ LAYERS = {
     "amqp": 4, "backends": 4,
     "app": 5, "shared": 5,
     # beside the app: the optional beat subsystem (the core never imports it)
-    "crontab_parser": 5, "schedules": 5, "beat": 5,
+    "crontab_parser": 5, "schedules": 5, "beat_store": 5, "beat": 5,
     "worker": 6,
     "cli": 7, "__main__": 7, "__init__": 8,
 }
