@@ -27,7 +27,7 @@ class Sig:
 def make_app(**settings):
     app = Celery("proj", set_as_current=False, **settings)
 
-    @app.task(name="proj.tick")
+    @app.task(name="proj.tick", shared=False)
     def tick(*args):
         return args
 
