@@ -99,7 +99,7 @@ def test_interval_entries_drift_by_the_send_latency_and_crontabs_do_not():
         "cron": {"task": "proj.tick", "schedule": crontab(minute="*")}}), clock)
     run_until(scheduler, clock, 130, step=0.3)  # the loop oversleeps up to 0.3 s: the send latency
     interval_sends = [when for name, when in scheduler.sent if name == "every-4s"]
-    gaps = [(b - a).total_seconds() for a, b in zip(interval_sends, interval_sends[1:])]
+    gaps = [(b - a).total_seconds() for a, b in zip(interval_sends, interval_sends[1:], strict=False)]
     assert all(4.0 <= gap < 4.3 for gap in gaps) and len(interval_sends) >= 29
     cron_sends = [when for name, when in scheduler.sent if name == "cron"]
     assert [when.replace(second=0, microsecond=0) for when in cron_sends] == [
@@ -259,10 +259,9 @@ def test_the_send_log_line_is_celerys(caplog):
 def test_celerys_shelve_file_is_refused_by_name_and_kept(tmp_path):
     for name, opener in (("dumb", dbm.dumb.open), ("default", None)):
         path = str(tmp_path / f"celerybeat-schedule-{name}")
-        store = shelve.Shelf(opener(path, "c")) if opener else shelve.open(path)
-        store["entries"] = {}
-        store["__version__"] = "5.7.0"
-        store.close()
+        with shelve.Shelf(opener(path, "c")) if opener else shelve.open(path) as store:
+            store["entries"] = {}
+            store["__version__"] = "5.7.0"
         before = sorted(os.listdir(tmp_path))
         with pytest.raises(ScheduleFileError, match=r"shelve database .* Celery's beat") as info:
             ScheduleFile(path).read()
