@@ -14,14 +14,15 @@ schedulers, ``solar``, the ``celery.backend_cleanup`` entry and beat's remote co
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 from .beat_store import ScheduleFile, StoredEntry, StoredState
-from .exceptions import ScheduleFileError, SchedulingError
+from .exceptions import OperationalError, ScheduleFileError, SchedulingError
 from .imports import import_object
 from .schedules import humanize_seconds, maybe_schedule
 from .urls import mask_broker_url
@@ -178,8 +179,9 @@ class Scheduler:
         try:
             result = self.send(entry)
         except Exception as exc:  # noqa: BLE001 - one entry's failure must not stop beat
+            # An unreachable broker is said in one line; anything else comes with its traceback.
             logger.error("Message Error: Couldn't apply scheduled task %s: %s", entry.name, exc,
-                         exc_info=True)
+                         exc_info=not isinstance(exc, OperationalError))
         else:
             logger.debug("%s sent. id->%s", entry.task, getattr(result, "id", None))
         self.sync()
@@ -260,11 +262,13 @@ class Service:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop())
 
-    def stop_at_end_of(self, stream: BinaryIO) -> None:
-        """Stop when ``stream`` ends: an embedded beat reads its parent's pipe, which ends when the worker
-        exits, even if it was killed and could not stop beat itself."""
+    def stop_at_end_of(self, descriptor: int) -> None:
+        """Stop when the pipe ``descriptor`` ends: an embedded beat reads its parent's pipe, which ends
+        when the worker exits, even if it was killed and could not stop beat itself."""
         def watch() -> None:
-            while stream.read(4096):
+            # os.read, not sys.stdin: a daemon thread blocked inside a buffered reader holds its lock,
+            # and the interpreter then aborts at exit ("could not acquire lock for <stdin>").
+            while os.read(descriptor, 4096):
                 pass
             self.stop()
 

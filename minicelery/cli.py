@@ -172,6 +172,13 @@ def _level(args: argparse.Namespace) -> int:
         raise UsageError(f"minicelery {args.command}: {exc}")
 
 
+def _quiet_pika(level: int) -> None:
+    if level > logging.DEBUG:
+        # pika logs each failed connection attempt at ERROR, with a traceback; the worker and beat report
+        # the failure themselves, in one paragraph (and one log line per attempt).
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
 def worker_command(app: Celery, args: argparse.Namespace) -> int:
     """``worker``: run a worker until it is shut down (with ``-B``, beat in a child process beside it)."""
     from .worker.worker import Worker  # the worker (and multiprocessing) load only for this command
@@ -183,10 +190,7 @@ def worker_command(app: Celery, args: argparse.Namespace) -> int:
     if args.soft_time_limit is not None:
         conf.task_soft_time_limit = args.soft_time_limit
     log.setup(level)
-    if level > logging.DEBUG:
-        # pika logs each failed connection attempt at ERROR, with a traceback; the worker reports the
-        # failure itself, in one paragraph (and one log line per reconnection attempt).
-        logging.getLogger("pika").setLevel(logging.CRITICAL)
+    _quiet_pika(level)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     worker = Worker(app, hostname=args.hostname, concurrency=args.concurrency, queues=queues,
                     loglevel=level, prefetch_multiplier=args.prefetch_multiplier,
@@ -224,12 +228,14 @@ def _stop_embedded_beat(beat: subprocess.Popen[bytes], timeout: float = 10.0) ->
     if beat.poll() is None:
         beat.send_signal(signal.SIGTERM)
     try:
-        beat.wait(timeout)
+        code = beat.wait(timeout)
     except subprocess.TimeoutExpired:
         beat.kill()
-        beat.wait()
+        code = beat.wait()
     if beat.stdin is not None:
         beat.stdin.close()
+    if code != EX_OK:
+        logging.getLogger(__name__).warning("The embedded beat (pid %d) exited with code %d.", beat.pid, code)
 
 
 def beat_command(app: Celery, args: argparse.Namespace) -> int:
@@ -241,9 +247,10 @@ def beat_command(app: Celery, args: argparse.Namespace) -> int:
         raise UsageError("minicelery beat: --max-interval must be a positive number of seconds")
     # As Celery's `worker -B` child, an embedded beat's lines say `Beat` where a process name goes.
     log.setup(level, log.LOG_FORMAT.replace("%(processName)s", "Beat") if args.embedded else log.LOG_FORMAT)
+    _quiet_pika(level)
     service = Service(app, max_interval=args.max_interval, schedule_filename=args.schedule)
     if args.embedded:
-        service.stop_at_end_of(sys.stdin.buffer)
+        service.stop_at_end_of(sys.stdin.fileno())
     else:
         print(service.banner(args.loglevel, __version__), flush=True)
     service.install_signal_handlers()

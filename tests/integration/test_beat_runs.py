@@ -207,6 +207,7 @@ def test_worker_dash_b_runs_beat_in_a_child_process_stopped_with_the_worker(work
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
     assert "INFO/Beat] beat: Shutting down..." in worker.stderr()
+    assert "The embedded beat" not in worker.stderr() and "Fatal Python error" not in worker.stderr()
     assert not Path(f"/proc/{beats[0]}").exists() or "Z" in Path(f"/proc/{beats[0]}/stat").read_text()
     assert json.loads((tmp_path / "schedule").read_text())["entries"]["tick-every"]["total_run_count"] >= 2
     assert len((tmp_path / "runs").read_text().split()) >= 2
