@@ -3,8 +3,10 @@
 Creating an app only creates a logical clock and a task registry, makes the app current and calls
 ``on_init()``; configuration is read on first use, tasks are built when touched or when the app
 finalizes, and the broker connection opens with the first message sent.
-Celery's counterpart is ``celery.app.base``; left out are loaders, fixups, signals, events, beat, control
-and the canvas.
+Two signals let a program hook in: ``on_after_configure`` (sent once the configuration is read) and
+``on_after_finalize``; Celery users call ``add_periodic_task`` from them. Celery's counterpart is
+``celery.app.base``; left out are loaders, fixups, the ``on_configure`` and ``on_after_fork`` signals,
+events, control and the canvas.
 """
 
 from __future__ import annotations
@@ -20,32 +22,22 @@ from datetime import datetime, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import _state
+from . import _state, periodic
 from .brokers import open_transport
 from .clock import LamportClock
 from .config import Settings
 from .exceptions import DuplicateTaskNameWarning, ImproperlyConfigured
+from .imports import config_module_from_envvar
 from .local import PromiseProxy
 from .message import SendOptions, TaskMessage
 from .registry import TaskRegistry
 from .result import AsyncResult
 from .sending import complete, route
+from .signals import Signal
 from .task import Task, add_autoretry_behaviour
-from .transport import Connection, QueueSpec, Transport
+from .transport import QueueSpec, Transport
 
 __all__ = ["Celery"]
-
-_ENVVAR_NOT_SET = """\
-The environment variable {0!r} is not set,
-and as such the configuration could not be loaded.
-
-Please set this variable and make sure it points to
-a valid configuration module.
-
-Example:
-    {0}="proj.celeryconfig"
-"""
-
 
 class Celery:
     """A minicelery application.
@@ -87,6 +79,10 @@ class Celery:
                                           ("include", include)) if v is not None})
         preconf.update({k: v for k, v in settings.items() if v is not None})
         self._conf = Settings(changes=preconf, namespace=namespace)
+        self._periodic_tasks = periodic.PeriodicTasks()
+        self.on_after_configure = Signal("app.on_after_configure")  #: sent with ``source=app.conf``
+        self.on_after_finalize = Signal("app.on_after_finalize")
+        self._conf.on_load.append(self._after_configure)
         if config_source is not None:
             self._conf.config_from_object(config_source, namespace=namespace)
         if set_as_current:
@@ -152,12 +148,28 @@ class Celery:
 
         Raises ``ImproperlyConfigured`` when the variable is not set (returns False with ``silent``).
         """
-        module_name = os.environ.get(variable_name)
-        if not module_name:
+        try:
+            module_name = config_module_from_envvar(variable_name)
+        except ImproperlyConfigured:
             if silent:
                 return False
-            raise ImproperlyConfigured(_ENVVAR_NOT_SET.strip().format(variable_name))
+            raise
         return self.config_from_object(module_name, silent=silent, force=force)
+
+    def _after_configure(self, conf: Settings) -> None:
+        """Called once the configuration is read: add the waiting periodic tasks, then tell receivers."""
+        self._periodic_tasks.add_pending(conf)
+        self.on_after_configure.send(sender=self, source=conf)
+
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (), kwargs: Any = (),
+                          name: str | None = None, **opts: Any) -> str:
+        """Add an entry to ``beat_schedule``: send ``sig`` on ``schedule`` (seconds, timedelta, crontab).
+
+        The key is ``name``, else ``repr(sig)``; ``opts`` are ``apply_async`` options. Before the
+        configuration is read, the entry waits for it. Returns the key.
+        """
+        conf = self.conf if self.configured else None
+        return self._periodic_tasks.add(conf, schedule, sig, args, kwargs, name, opts)
 
     @property
     def timezone(self) -> tzinfo:
@@ -198,6 +210,7 @@ class Celery:
                 self._pending.popleft().__maybe_evaluate__()
             for task in self._tasks.values():
                 task.bind(self)
+            self.on_after_finalize.send(sender=self)
 
     def task(self, *args: Any, **opts: Any) -> Any:
         """Decorator that turns a function into a task: ``@app.task`` or ``@app.task(name=..., ...)``.
@@ -320,11 +333,6 @@ class Celery:
                     conf = self.conf
                     self._broker = open_transport(conf.broker_write_url or conf.broker_url, conf)
         return self._broker
-
-    def connection_for_read(self, heartbeat: float | None = None) -> Connection:
-        """A new, unopened consuming connection to ``broker_read_url`` (else ``broker_url``): a worker's."""
-        conf = self.conf
-        return open_transport(conf.broker_read_url or conf.broker_url, conf).connection(heartbeat=heartbeat)
 
     @property
     def backend(self) -> Any:

@@ -3,7 +3,7 @@
 Celery's counterpart is ``celery.app.defaults``, whose ``NAMESPACES`` tree holds 207 options with types,
 deprecation data and old (Celery 3) names. This module keeps one flat table, in Celery's order, of the
 settings a user of a task queue sets (broker, results, tasks, routing, worker, logging), and derives the
-old UPPERCASE names from Celery's naming rules. Left out: the settings of backends, beat, events, remote
+old UPPERCASE names from Celery's naming rules. Left out: the settings of backends, events, remote
 control and security that minicelery does not implement, option types and deprecation warnings. A setting
 missing here can still be set and read through ``app.conf``; it just has no default.
 """
@@ -45,6 +45,13 @@ SETTINGS: dict[str, Setting] = {
     "imports": Setting((), "Modules the worker imports at start-up to register tasks."),
     "include": Setting((), "Like imports, imported after them."),
     "timezone": Setting(None, "Time zone name; None means UTC (or the local zone when enable_utc is off)."),
+    # -- beat -----------------------------------------------------------------------------------------
+    "beat_schedule": Setting({}, "Periodic tasks: name → {task, schedule, args, kwargs, options}."),
+    "beat_schedule_filename": Setting("celerybeat-schedule", "File where beat keeps each entry's last run."),
+    "beat_sync_every": Setting(0, "Sends between writes of the schedule file (minicelery: after each send)."),
+    "beat_max_loop_interval": Setting(0, "Longest sleep of beat between checks; 0 means 300 seconds."),
+    "beat_cron_starting_deadline": Setting(
+        None, "Seconds after which a missed crontab run is skipped instead of run late; None: never."),
     # -- broker ---------------------------------------------------------------------------------------
     "broker_url": Setting(None, f"AMQP URL of the broker; None means {DEFAULT_BROKER_URL}."),
     "broker_read_url": Setting(None, "Broker URL used for consuming; None means broker_url."),
@@ -141,6 +148,7 @@ _OLD_PREFIXES = {
     "task_": "CELERY_",
     "worker_": "CELERYD_",
     "result_": "CELERY_RESULT_",
+    "beat_": "CELERYBEAT_",
 }
 _OLD_UNPREFIXED = {"accept_content", "imports", "include", "timezone"}  # became CELERY_<NAME>
 _OLD_EXCEPTIONS = {

@@ -9,12 +9,14 @@ The tree::
     Exception
     ├── CeleryError
     │   ├── ImproperlyConfigured          bad or missing configuration
+    │   │   └── ScheduleFileError         beat's schedule file is corrupt, foreign or unwritable
     │   ├── SecurityError                 refused to rebuild or decode something unsafe
     │   │   └── ContentDisallowed         a message's content type is not in accept_content
     │   ├── TaskPredicate                 control flow raised from inside a task
     │   │   ├── Retry                     the task asked to be retried
     │   │   ├── Ignore                    the task asked that no state be stored
     │   │   └── Reject                    the task asked that its message be rejected
+    │   ├── SchedulingError               beat could not use or send one entry of the schedule
     │   └── TaskError
     │       ├── NotRegistered (KeyError)  no task of that name in the registry
     │       ├── AlreadyRegistered
@@ -31,7 +33,8 @@ The tree::
     ├── SoftTimeLimitExceeded             raised inside a task at its soft time limit   (billiard's family)
     ├── TimeLimitExceeded                 the task hit its hard time limit and its process was killed
     ├── WorkerLostError                   the process running the task died
-    └── Terminated                        the task was terminated by a cold shutdown
+    ├── Terminated                        the task was terminated by a cold shutdown
+    └── ParseException                    a crontab field that cannot be read (not a ValueError)
 """
 
 from __future__ import annotations
@@ -57,9 +60,12 @@ __all__ = [
     "MessagingError",
     "NotRegistered",
     "OperationalError",
+    "ParseException",
     "QueueNotFound",
     "Reject",
     "Retry",
+    "ScheduleFileError",
+    "SchedulingError",
     "SecurityError",
     "SoftTimeLimitExceeded",
     "TaskError",
@@ -79,6 +85,14 @@ class CeleryError(Exception):
 
 class ImproperlyConfigured(CeleryError):
     """Raised when the configuration is missing, inconsistent or names something that does not exist."""
+
+
+class ScheduleFileError(ImproperlyConfigured):
+    """Raised when beat's schedule file is corrupt, not one of ours (e.g. Celery's shelve) or unwritable."""
+
+
+class SchedulingError(CeleryError):
+    """Raised when beat cannot use or send one schedule entry; beat logs it and goes on with the others."""
 
 
 class SecurityError(CeleryError):
@@ -250,6 +264,10 @@ class WorkerLostError(Exception):
 
 class Terminated(Exception):
     """The task was terminated by a cold shutdown of the worker."""
+
+
+class ParseException(Exception):
+    """Raised by ``crontab_parser`` for a field it cannot read; like Celery's, it is not a ValueError."""
 
 
 class CeleryWarning(UserWarning):

@@ -8,10 +8,37 @@ classes by dotted name. Celery's counterparts are ``celery.utils.imports.symbol_
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
-__all__ = ["import_object", "find_app"]
+from .exceptions import ImproperlyConfigured
+
+__all__ = ["import_object", "find_app", "config_module_from_envvar"]
+
+# Celery's text (celery.app.base), for config_from_envvar() with an unset variable.
+_ENVVAR_NOT_SET = """\
+The environment variable {0!r} is not set,
+and as such the configuration could not be loaded.
+
+Please set this variable and make sure it points to
+a valid configuration module.
+
+Example:
+    {0}="proj.celeryconfig"
+"""
+
+
+def config_module_from_envvar(variable_name: str) -> str:
+    """The configuration module named by the environment variable ``variable_name``.
+
+    Raises:
+        ImproperlyConfigured: the variable is not set (Celery's message, with an example).
+    """
+    module_name = os.environ.get(variable_name)
+    if not module_name:
+        raise ImproperlyConfigured(_ENVVAR_NOT_SET.strip().format(variable_name))
+    return module_name
 
 
 def import_object(spec: str) -> Any:

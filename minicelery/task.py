@@ -217,7 +217,9 @@ class Task:
         ``exchange``, ``priority``, ``headers``, ``serializer``, ``ignore_result``, ``time_limit``,
         ``soft_time_limit``, ``retries``, ``reply_to``.
         """
-        args = tuple(args or ())
+        # A list stays a list, as in Celery, where it shows in the message as argsrepr '[1, 2]' (beat sends
+        # lists); any other iterable becomes a tuple.
+        args = args if isinstance(args, (list, tuple)) else tuple(args or ())
         kwargs = dict(kwargs or {})
         defaults = {attr: getattr(self, attr, None) for attr in _EXEC_OPTIONS}
         send_options = SendOptions.from_call({**defaults, "ignore_result": self.ignore_result, **options,

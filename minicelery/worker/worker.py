@@ -20,6 +20,7 @@ import socket
 import threading
 from typing import Any
 
+from ..brokers import open_transport
 from ..imports import import_object
 from .banner import banner
 from .consumer import Consumer
@@ -118,7 +119,9 @@ class Worker:
         try:
             if self.handle_signals:
                 self.shutdown.install()
-            connection = self.app.connection_for_read(heartbeat=self.heartbeat)
+            conf = self.app.conf
+            connection = open_transport(conf.broker_read_url or conf.broker_url, conf).connection(
+                heartbeat=self.heartbeat)
             self.consumer = Consumer(self.app, self.pool, connection, self.shutdown, hostname=self.hostname,
                                      queues=self.queues, prefetch_count=self.prefetch_count,
                                      time_limits=self.time_limits, on_ready=self.ready.set)

@@ -304,3 +304,21 @@ def test_main_finds_the_app_in_a_package(modules, capsys):
 def test_the_parser_is_argparse_but_never_exits_2():
     with pytest.raises(cli.UsageError):
         build_parser().parse_args(["worker", "-c", "x"])
+
+
+# -- beat and worker -B -------------------------------------------------------------------------------
+
+def test_beat_flags_are_celerys():
+    args = parse("-A", "proj", "beat", "-s", "/tmp/sched", "--max-interval", "5", "-l", "INFO")
+    assert (args.command, args.schedule, args.max_interval, args.loglevel, args.embedded) == (
+        "beat", "/tmp/sched", 5.0, "INFO", False)
+    worker = parse("-A", "proj", "worker", "-B", "--schedule-filename", "/tmp/s")
+    assert (worker.beat, worker.schedule) == (True, "/tmp/s")
+    assert parse("worker", "-s", "x").schedule == parse("worker", "--schedule", "x").schedule == "x"
+
+
+def test_beat_usage_errors():
+    app = Celery("nameless", set_as_current=False)
+    assert main(["worker", "-B"], app=app) == EX_USAGE  # beat's process needs -A to load the app
+    assert main(["beat", "--max-interval", "0"], app=app) == EX_USAGE
+    assert main(["beat", "-l", "LOUD"], app=app) == EX_USAGE
