@@ -102,6 +102,7 @@ def parse_headers(headers: Mapping[str, Any] | None,
     """
     headers = dict(headers or {})
     properties = properties or {}
+    _check_depth(headers)
     task = _required(headers, "task")
     task_id = _required(headers, "id")
     return TaskHeaders(
@@ -115,6 +116,22 @@ def parse_headers(headers: Mapping[str, Any] | None,
         correlation_id=properties.get("correlation_id") or task_id,
         priority=properties.get("priority"), headers=headers,
     )
+
+
+#: How deeply header values may nest; Celery's own headers nest three levels at most (``stamps``).
+MAX_HEADER_DEPTH = 32
+
+
+def _check_depth(headers: Mapping[str, Any]) -> None:
+    """Refuse headers nested deeper than :data:`MAX_HEADER_DEPTH`, without recursing: thousands of levels
+    would otherwise stop whatever walks them (a repr, a pickle) with ``RecursionError``."""
+    stack: list[tuple[Any, int]] = [(headers, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_HEADER_DEPTH:
+            raise InvalidTaskError(f"Headers nest deeper than {MAX_HEADER_DEPTH} levels")
+        inner = value.values() if isinstance(value, Mapping) else value
+        stack.extend((item, depth + 1) for item in inner if isinstance(item, Mapping | list | tuple))
 
 
 def _required(headers: Mapping[str, Any], key: str) -> str:

@@ -10,6 +10,7 @@ the loop until the broker's answer arrives. Everything goes through pika's publi
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -22,8 +23,32 @@ from .wire import DELIVERY_PROPERTIES, PIKA_ERRORS, Properties, declarations, op
 
 __all__ = ["AmqpConnection"]
 
+#: Python calls pika may need to decode the deepest header table a 128 KiB frame can hold (six bytes
+#: and two calls a level), with a margin.
+DECODE_DEPTH = 2 * 131072 // 6 + 1000
+
 #: How long :meth:`AmqpConnection.close` waits for the broker to confirm a polite close, in seconds.
 CLOSE_TIMEOUT = 2.0
+
+
+def _run(ioloop: Any) -> None:
+    """Run pika's I/O loop until a callback stops it, with room for pika to decode any header table.
+
+    pika decodes a field table recursively, two Python calls per level, so a hostile message nested a
+    few thousand levels deep (it fits in one 128 KiB frame) would raise ``RecursionError`` in the middle
+    of pika's read, lose the connection, and be redelivered forever. The limit is raised while the loop
+    runs and restored after; the worker then refuses the message by its depth (``protocol``). Only from
+    Python 3.11, whose Python-to-Python calls no longer use the C stack, so a deep recursion is safe.
+    """
+    if sys.version_info < (3, 11):
+        ioloop.start()
+        return
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(previous + DECODE_DEPTH)
+    try:
+        ioloop.start()
+    finally:
+        sys.setrecursionlimit(previous)
 
 
 class _Answer:
@@ -73,7 +98,7 @@ class AmqpConnection:
                 on_close_callback=self._on_connection_closed)
             ioloop = self._connection.ioloop
             while not (self._connection.is_open or opened):
-                ioloop.start()
+                _run(ioloop)
         except (*PIKA_ERRORS, OSError) as exc:
             opened.append(exc)
         if opened:
@@ -155,10 +180,10 @@ class AmqpConnection:
         ioloop = self._connection.ioloop
         timer = ioloop.call_later(max(0.0, timeout), ioloop.stop)
         try:
-            ioloop.start()
+            _run(ioloop)
         except (*PIKA_ERRORS, OSError, RecursionError) as exc:
-            # RecursionError: pika's decoder met a header table nested too deep to decode; what it read
-            # is lost with the connection, and the broker redelivers the message.
+            # RecursionError: pika's decoder met a header table nested too deep to decode (Python 3.10;
+            # see _run); what it read is lost with the connection, and the broker redelivers the message.
             self._lost = self._lost or exc
         finally:
             ioloop.remove_timeout(timer)
@@ -175,7 +200,7 @@ class AmqpConnection:
                 connection.close()
                 timer = connection.ioloop.call_later(CLOSE_TIMEOUT, connection.ioloop.stop)
                 while not connection.is_closed and self._lost is None:
-                    connection.ioloop.start()
+                    _run(connection.ioloop)
                 connection.ioloop.remove_timeout(timer)
             except (*PIKA_ERRORS, OSError):
                 pass  # closing anyway
@@ -191,7 +216,7 @@ class AmqpConnection:
         answer = _Answer(self._connection.ioloop)
         self._send(lambda: method(*args, **kwargs, **{callback_name: answer}))
         while not answer.arrived:
-            self._connection.ioloop.start()
+            _run(self._connection.ioloop)
             self._check()
         return answer.value
 

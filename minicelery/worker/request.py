@@ -14,10 +14,14 @@ from typing import Any
 from .. import protocol, serialization
 from ..exceptions import ContentDisallowed, InvalidTaskError, NotRegistered
 from ..registry import TaskRegistry
+from ..saferepr import saferepr
 from ..transport import Delivery
 from .job import Job
 
 __all__ = ["Refusal", "Request", "read_delivery"]
+
+#: How many characters of a refused message's headers its log line shows.
+HEADERS_SHOWN = 4096
 
 # The headers name the task id, so an operator can tell which message was dropped.
 _INVALID = """\
@@ -25,7 +29,7 @@ Received invalid task message: %s
 The message has been ignored and discarded.
 
 The full contents of the message headers:
-%r
+%s
 """
 
 _UNREGISTERED = """\
@@ -42,7 +46,7 @@ The full contents of the message body was:
 %r (%db)
 
 The full contents of the message headers:
-%r
+%s
 """
 
 
@@ -96,21 +100,27 @@ def read_delivery(delivery: Delivery, tasks: TaskRegistry, accept: Any, generati
     except InvalidTaskError as exc:
         task_id = (raw_headers or {}).get("id")
         return Refusal(exc, task_id if isinstance(task_id, str) else None, props.get("reply_to"),
-                       props.get("correlation_id"), _INVALID, (exc, raw_headers))
+                       props.get("correlation_id"), _INVALID, (exc, _shown(raw_headers)))
     try:
         serialization.check_accepted(props.get("content_type"), accept)
     except ContentDisallowed as exc:
-        return _refusal(headers, exc, _INVALID, (exc, raw_headers))
+        return _refusal(headers, exc, _INVALID, (exc, _shown(raw_headers)))
     task = tasks.get(headers.task)
     if task is None:
         missing = NotRegistered(headers.task, tasks.suggest(headers.task))
         return _refusal(headers, missing, _UNREGISTERED,
-                        (headers.task, delivery.body[:1024], len(delivery.body), raw_headers))
+                        (headers.task, delivery.body[:1024], len(delivery.body), _shown(raw_headers)))
     send_result = bool(send_results and headers.reply_to and not headers.ignore_result
                        and not task.ignore_result)
     job = Job(headers.task, headers.id, delivery.body, props.get("content_type"),
               props.get("content_encoding"), _request_fields(delivery, headers), send_result)
     return Request(delivery.delivery_tag, generation, headers, task, job)
+
+
+def _shown(headers: Any) -> str:
+    """Headers as the refusal log shows them: their repr, bounded in length and depth (a hostile message
+    may nest them thousands of levels deep, or make them megabytes long)."""
+    return saferepr(headers, HEADERS_SHOWN, maxlevels=protocol.MAX_HEADER_DEPTH + 1)
 
 
 def _refusal(headers: protocol.TaskHeaders, error: BaseException, template: str,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from broker_admin import plain_connection
 from worker_support import wait_queue_settled
 
 from minicelery import message
-from minicelery.exceptions import WorkerLostError
+from minicelery.exceptions import InvalidTaskError, WorkerLostError
 
 pytest_plugins = ("worker_support",)  # start_worker, shared_worker, client_app, counter_file
 pytestmark = pytest.mark.broker
@@ -106,3 +107,32 @@ def test_a_result_that_cannot_travel_is_dropped_and_the_worker_serves_on(start_w
         assert "Connection to broker lost" not in worker.log
     finally:
         connection.close()
+
+
+def test_a_header_nested_thousands_of_levels_deep_is_refused_and_the_worker_serves_on(start_worker, client_app):
+    # 5,000 levels (about 30 KB): pika's recursive decoder used to raise RecursionError mid-read, the
+    # worker reconnected, got the same message again, and served nothing ever after.
+    worker = start_worker()
+    envelope = message.TaskMessage.create("wtasks.add", (1, 2), {}).encode("json")
+    nested: dict = {}
+    for _ in range(5000):
+        nested = {"n": nested}
+    result = client_app.AsyncResult(envelope.properties["headers"]["id"])
+    client_app.backend.prepare(client_app.reply_queue)
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(previous + 20000)  # pika's own encoder recurses too, here in the test
+    connection = plain_connection()
+    try:
+        channel = connection.channel()
+        properties = pika.BasicProperties(
+            content_type="application/json", content_encoding="utf-8", reply_to=client_app.reply_queue,
+            correlation_id=result.id, headers={**envelope.properties["headers"], "deep": nested})
+        channel.basic_publish("", worker.queue, envelope.body, properties)
+    finally:
+        sys.setrecursionlimit(previous)
+        connection.close()
+    with pytest.raises(InvalidTaskError, match="nest deeper than 32 levels"):
+        result.get(timeout=TIMEOUT)
+    assert wtasks.add.apply_async((2, 2), queue=worker.queue).get(timeout=TIMEOUT) == 4
+    wait_queue_settled(worker.queue)
+    assert "Connection to broker lost" not in worker.log
