@@ -1,5 +1,7 @@
-"""A real worker against what the broker or a task can do to it: a consumer the broker cancels, ETA tasks
-that would push the prefetch window past AMQP's limit, a task that forks a helper and dies.
+"""A real worker against what a message, the broker or a task can do to it (issue 10's cases): a consumer
+the broker cancels, ETA tasks that would push the prefetch window past AMQP's limit, a task that forks a
+helper and dies, a result that cannot be encoded, headers nested thousands of levels deep, time limits of
+0 and below, a huge return value, compressed messages. Each test fails on the worker before the fix.
 """
 
 from __future__ import annotations
@@ -136,3 +138,39 @@ def test_a_header_nested_thousands_of_levels_deep_is_refused_and_the_worker_serv
     assert wtasks.add.apply_async((2, 2), queue=worker.queue).get(timeout=TIMEOUT) == 4
     wait_queue_settled(worker.queue)
     assert "Connection to broker lost" not in worker.log
+
+
+def test_time_limits_of_zero_mean_none_and_a_negative_one_fails_only_its_message(start_worker, client_app):
+    worker = start_worker(extra_args=("--time-limit", "0", "--soft-time-limit", "0"))
+    # `--time-limit 0` and a message's timelimit [0, 0]: no limit at all, the task runs to its end.
+    assert wtasks.sleepy.apply_async((0.3,), queue=worker.queue, time_limit=0).get(timeout=TIMEOUT) == 0.3
+    envelope = message.TaskMessage.create("wtasks.add", (1, 2), {}).encode("json")
+    result = client_app.AsyncResult(envelope.properties["headers"]["id"])
+    client_app.backend.prepare(client_app.reply_queue)
+    connection = plain_connection()
+    try:
+        connection.channel().basic_publish("", worker.queue, envelope.body, pika.BasicProperties(
+            content_type="application/json", content_encoding="utf-8", reply_to=client_app.reply_queue,
+            correlation_id=result.id, headers={**envelope.properties["headers"], "timelimit": [-1, None]}))
+    finally:
+        connection.close()
+    with pytest.raises(InvalidTaskError, match="timelimit"):
+        result.get(timeout=TIMEOUT)
+    assert wtasks.add.apply_async((2, 2), queue=worker.queue).get(timeout=TIMEOUT) == 4
+    assert "Hard time limit" not in worker.log
+
+
+def test_a_huge_return_value_makes_a_short_log_line(start_worker, client_app):
+    worker = start_worker()  # logs at INFO
+    result = wtasks.big.apply_async((2_000_000,), queue=worker.queue)
+    assert len(result.get(timeout=TIMEOUT)) == 2_000_000
+    worker.wait_for_line(rf"Task wtasks\.big\[{result.id}\] succeeded in")
+    (line,) = worker.find(rf"Task wtasks\.big\[{result.id}\] succeeded in")
+    assert len(line) < 1200 and line.rstrip().endswith("...")
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bzip2", "lzma"])
+def test_a_compressed_message_runs(start_worker, client_app, compression):
+    worker = start_worker()
+    result = wtasks.add.apply_async((20, 22), queue=worker.queue, compression=compression)
+    assert result.get(timeout=TIMEOUT) == 42

@@ -288,3 +288,9 @@ def note(value, path, tag):
     """A callback that records it ran (and with what)."""
     _append(path, f"{tag} {value!r}")
     return value
+
+
+@app.task
+def big(size):
+    """Return a text of ``size`` characters (its log line must stay short)."""
+    return "x" * size

@@ -151,3 +151,16 @@ def test_hard_time_limit_raises_time_limit_exceeded(client, mini_worker):
 def test_outstanding_results_awaited_in_reverse_order(client, mini_worker):
     results = [celery_side.add.delay(i, 1000) for i in range(8)]
     assert [r.get(timeout=RESULT_TIMEOUT) for r in reversed(results)] == [i + 1000 for i in reversed(range(8))]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bzip2", "lzma"])
+def test_a_compressed_task_from_celery_runs_on_the_minicelery_worker(client, mini_worker, compression):
+    # kombu compresses the body and adds the `compression` header; the minicelery child decompresses.
+    result = celery_side.add.apply_async((20, 22), compression=compression)
+    assert result.get(timeout=RESULT_TIMEOUT) == 42
+
+
+def test_a_zero_time_limit_from_celery_means_no_limit(client, mini_worker):
+    # Celery reads 0 as "no limit" (timelimit [0, 0] on the wire); the task must run, not be killed.
+    result = celery_side.sleep.apply_async((0.2,), time_limit=0, soft_time_limit=0)
+    assert result.get(timeout=RESULT_TIMEOUT) == 0.2
