@@ -1,7 +1,8 @@
 """A real worker against what a message, the broker or a task can do to it (issue 10's cases): a consumer
 the broker cancels, ETA tasks that would push the prefetch window past AMQP's limit, a task that forks a
 helper and dies, a result that cannot be encoded, headers nested thousands of levels deep, time limits of
-0 and below, a huge return value, compressed messages. Each test fails on the worker before the fix.
+0 and below, a huge return value, compressed messages: each a way the worker before them lost a task,
+hung, crashed or looped.
 """
 
 from __future__ import annotations
