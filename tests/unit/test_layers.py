@@ -184,3 +184,22 @@ def test_only_brokers_names_a_transport():
                     and own.split(".")[0] not in ("amqp", "memory"):
                 users.add(own)
     assert users == {"brokers"}
+
+
+def test_pika_is_used_through_its_public_api_only():
+    """In the modules that import pika, a private attribute (``x._name``) is only ever our own
+    (``self._name``), and nothing is assigned into a pika module: pika stays as it ships."""
+    wrong = []
+    for path in all_modules():
+        if module_name(path) not in SOLE_HOMES["pika"]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                owner = node.value
+                if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+                    wrong.append(f"{module_name(path)}:{node.lineno} {ast.unparse(node)}")
+            if isinstance(node, ast.Assign | ast.AugAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                wrong += [f"{module_name(path)}:{node.lineno} assigns {ast.unparse(t)}" for t in targets
+                          if ast.unparse(t).startswith("pika.")]
+    assert wrong == []
