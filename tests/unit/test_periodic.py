@@ -110,3 +110,21 @@ def test_signal_connect_send_sender_filter_and_failing_receiver(caplog):
     assert [r[0] for r in signal.send(second)] == [everyone]
     assert signal.disconnect(everyone) and not signal.disconnect(everyone)
     assert repr(signal) == "<Signal: test.signal>"
+
+
+def test_a_real_signature_from_task_s_makes_the_entry_celerys_docs_show():
+    app, tick = make_app()
+
+    @app.on_after_configure.connect
+    def setup(sender, **kwargs):
+        sender.add_periodic_task(10.0, tick.s("hello", "world"), name="say hello every 10")
+        sender.add_periodic_task(crontab(hour=7, minute=30, day_of_week=1), tick.s("monday"),
+                                 expires=60)
+
+    app.conf.timezone  # noqa: B018 - the first read configures the app, which fires on_after_configure
+    entries = app.conf.beat_schedule
+    hello = entries["say hello every 10"]
+    assert (hello["task"], tuple(hello["args"]), hello["schedule"]) == ("proj.tick", ("hello", "world"), 10.0)
+    (monday,) = [entry for name, entry in entries.items() if name != "say hello every 10"]
+    assert monday["task"] == "proj.tick" and tuple(monday["args"]) == ("monday",)
+    assert monday["options"]["expires"] == 60 and monday["schedule"] == crontab(hour=7, minute=30, day_of_week=1)
