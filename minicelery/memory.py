@@ -100,6 +100,27 @@ class _Broker:
         if names:
             self.arrived.notify_all()
 
+    def take_all(self, name: str, timeout: float | None) -> list[_Message]:
+        """Remove and return every message of queue ``name`` (none if it does not exist), waiting up to
+        ``timeout`` s (None: forever) for the first one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.lock:
+            while True:
+                self._pump()  # what forked children published is waiting too
+                queue = self.queues.get(name)
+                if queue is None:
+                    return []
+                if queue.messages:
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return []
+                # Woken by a publish; children's datagrams are pumped at least every 50 ms.
+                self.arrived.wait(0.05 if remaining is None else min(remaining, 0.05))
+            messages = list(queue.messages)
+            queue.messages.clear()
+        return messages
+
     def pump(self) -> None:
         """Take in what forked children published (in the owner process only)."""
         with self.lock:
@@ -160,35 +181,13 @@ class MemoryTransport:
         """See :meth:`Transport.drain_replies <minicelery.transport.Transport.drain_replies>`."""
         if name not in self._reply_queues():
             raise ValueError(f"declare_reply_queue({name!r}) must be called before drain_replies()")
-        broker = self._broker
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with broker.lock:
-            queue = broker.queues[name]
-            while True:
-                broker._pump()  # noqa: SLF001 - the module's own broker
-                if queue.messages:
-                    break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return []
-                # Woken by a publish; children's datagrams are pumped at least every 50 ms.
-                broker.arrived.wait(0.05 if remaining is None else min(remaining, 0.05))
-            messages = list(queue.messages)
-            queue.messages.clear()
+        messages = self._broker.take_all(name, timeout)
         return [Reply(m.properties.get("correlation_id"), m.properties.get("content_type"),
                       m.properties.get("content_encoding"), m.body) for m in messages]
 
     def purge(self, queues: Iterable[str]) -> int:
         """See :meth:`Transport.purge <minicelery.transport.Transport.purge>`."""
-        count = 0
-        with self._broker.lock:
-            self._broker._pump()  # noqa: SLF001 - what forked children published is waiting too
-            for name in queues:
-                queue = self._broker.queues.get(name)
-                if queue is not None:
-                    count += len(queue.messages)
-                    queue.messages.clear()
-        return count
+        return sum(len(self._broker.take_all(name, 0)) for name in queues)
 
     def connection(self, *, heartbeat: float | None = None) -> MemoryConnection:
         """A new consuming connection to the same broker (heartbeats mean nothing in memory)."""
