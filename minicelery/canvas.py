@@ -239,11 +239,7 @@ class _chain(Signature):  # noqa: N801 - Celery's name
 
     @classmethod
     def _from_dict(cls, d: dict[str, Any], app: Any = None) -> Signature:
-        tasks = d.get("kwargs", {}).get("tasks") or ()
-        new = cls(*[maybe_signature(t, app=app) for t in tasks], app=app)
-        new.update({k: v for k, v in d.items() if k not in ("kwargs", "task")})
-        new.setdefault("options", {})
-        return new
+        return _steps_from_dict(cls, d, app)
 
     @property
     def tasks(self) -> list[Signature]:
@@ -268,6 +264,15 @@ class _chain(Signature):  # noqa: N801 - Celery's name
 
 class chain(_chain):  # noqa: N801 - Celery's name
     """``chain(a, b, c)``: a chain; applying a chain of one sends that one task (with ``chain: []``)."""
+
+
+def _steps_from_dict(cls: Any, d: dict[str, Any], app: Any) -> Signature:
+    """A chain or group rebuilt from its dict: its steps as signatures, the rest of the dict kept."""
+    tasks = d.get("kwargs", {}).get("tasks") or ()
+    new = cls(*[maybe_signature(t, app=app) for t in tasks], app=app)
+    new.update({k: v for k, v in d.items() if k not in ("kwargs", "task")})
+    new.setdefault("options", {})
+    return new
 
 
 def flatten_chain(steps: list[Signature]) -> list[Signature]:
@@ -296,11 +301,7 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     @classmethod
     def _from_dict(cls, d: dict[str, Any], app: Any = None) -> Signature:
-        tasks = d.get("kwargs", {}).get("tasks") or ()
-        new = cls(*[maybe_signature(t, app=app) for t in tasks], app=app)
-        new.update({k: v for k, v in d.items() if k not in ("kwargs", "task")})
-        new.setdefault("options", {})
-        return new
+        return _steps_from_dict(cls, d, app)
 
     @property
     def tasks(self) -> list[Signature]:
