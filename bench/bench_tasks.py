@@ -2,7 +2,9 @@
 
 ``BENCH_IMPL=celery`` builds the app with Celery instead of minicelery, so both workers register the same
 task names (``bench_tasks.noop``, ``bench_tasks.add``) and can consume the same messages. The broker and
-the result backend come from ``BENCH_BROKER`` and ``BENCH_BACKEND`` (empty: no backend).
+the result backend come from ``BENCH_BROKER`` and ``BENCH_BACKEND`` (empty: no backend);
+``BENCH_DEFAULT_QUEUE`` sets ``task_default_queue`` (the canvas benchmark's workers publish the next
+chain steps there, so it must be the queue they consume, not ``celery``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ WORK = float(os.environ.get("BENCH_TASK_WORK") or 0)
 
 app = Celery("bench_tasks", broker=os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672//"),
              backend=os.environ.get("BENCH_BACKEND") or None)
+if os.environ.get("BENCH_DEFAULT_QUEUE"):
+    app.conf.task_default_queue = os.environ["BENCH_DEFAULT_QUEUE"]
 
 
 @app.task

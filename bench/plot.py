@@ -3,7 +3,8 @@
     python bench/plot.py [results.json] [--out docs/performance.png]
 
 One panel per benchmark, each bar the implementation's figure relative to plain pika in the same run
-(speed for publish and drain: higher is better; cost for import, latency and memory: lower is better).
+(speed for publish and drain: higher is better; cost for import, latency and memory: lower is better);
+the canvas panels, which have no pika reference, are relative to Celery.
 Needs matplotlib; without it a text bar chart is printed instead.
 """
 
@@ -48,6 +49,13 @@ def panels(results: dict[str, Any]) -> list[tuple[str, dict[str, float], str, fl
         if rt["memory_ratio_vs_pika"]:
             out.append(("worker RSS, main + children (-c 2)\nvs one pika process (lower is better)",
                         rt["memory_ratio_vs_pika"], "down", None))
+    canvas = results.get("canvas", {})
+    if canvas.get("chain_ratio_vs_celery"):
+        out.append((f"chain of {canvas['steps']} add .delay().get()\nlatency vs Celery (lower is better)",
+                    canvas["chain_ratio_vs_celery"], "down", 0.5))
+    if canvas.get("group_ratio_vs_celery"):
+        out.append((f"group of {canvas['size']:,} add until get()\ntime vs Celery (lower is better)",
+                    canvas["group_ratio_vs_celery"], "down", 0.5))
     return out
 
 

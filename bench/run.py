@@ -1,7 +1,7 @@
 """Run the minicelery benchmarks against plain pika (and Celery and Dramatiq where installed).
 
     python bench/run.py            # full run: ~8-10 minutes on 2 cores
-    python bench/run.py --quick    # fewer messages and rounds: ~2-3 minutes
+    python bench/run.py --quick    # fewer messages and rounds: ~3-4 minutes
     tox -e bench                   # the same, in a venv with Celery and Dramatiq for the comparisons
 
 Every figure is also given as a ratio to a plain pika program measured in the same run, because the
@@ -32,11 +32,14 @@ RESULTS = common.BENCH_DIR / "results"
 #: (count or runs, rounds) per benchmark, full and quick.
 PLANS = {
     "full": {"publish": (10_000, 5), "import": (20, 1), "drain": (10_000, 5), "drain_short": (6_000, 5),
-             "roundtrip": (500, 3)},
+             "roundtrip": (500, 3), "canvas": (20, 3)},
     "quick": {"publish": (2_000, 3), "import": (8, 1), "drain": (3_000, 2), "drain_short": (2_000, 2),
-              "roundtrip": (150, 1)},
+              "roundtrip": (150, 1), "canvas": (20, 2)},
 }
-BENCHMARKS = ("publish", "import", "drain", "drain_short", "roundtrip")
+BENCHMARKS = ("publish", "import", "drain", "drain_short", "roundtrip", "canvas")
+
+#: The canvas benchmark's warm-up chains, timed groups per round and group size (full and quick alike).
+CANVAS_WARMUP, CANVAS_GROUPS, CANVAS_GROUP_SIZE = 3, 3, 1000
 
 #: CPU seconds each task of the short-task drain spends.
 SHORT_TASK = 0.0005
@@ -107,6 +110,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         calls, rounds = plan["roundtrip"]
         results["roundtrip"] = roundtrip.run(calls=calls, warmup=50 if not args.quick else 20, rounds=rounds,
                                              python=python, comparison=comparison, log=log)
+    if "canvas" in selected:
+        import canvas
+
+        chains, rounds = plan["canvas"]
+        results["canvas"] = canvas.run(chains=chains, warmup=CANVAS_WARMUP, groups=CANVAS_GROUPS,
+                                       size=CANVAS_GROUP_SIZE, rounds=rounds, python=python,
+                                       comparison=comparison, log=log)
     leftovers = common.delete_leftovers()
     if leftovers:
         log(f"deleted {len(leftovers)} queue(s) left by interrupted measurements")
@@ -183,6 +193,27 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                         f"{roundtrip['memory_ratio_vs_pika'].get(label, float('nan')):.2f}x", verdict))
         for label, error in roundtrip.get("errors", {}).items():
             out.append(("round trip (latency)", label, "FAILED", "", error[:60]))
+    out += _canvas_rows(results.get("canvas"))
+    return out
+
+
+def _canvas_rows(canvas: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]]:
+    """The canvas figures: no pika reference (pika has no canvas), ratios against Celery instead."""
+    if not canvas:
+        return []
+    out = []
+    figures = ((f"chain of {canvas['steps']} (latency)", canvas["chain_median_ms"],
+                canvas["chain_ratio_vs_celery"], lambda v: f"{v:.1f} ms"),
+               (f"group of {canvas['size']} (time)", canvas["group_median_s"],
+                canvas["group_ratio_vs_celery"], lambda v: f"{v:.3f} s"))
+    for name, medians, ratios, shown in figures:
+        for label, value in medians.items():
+            verdict = ""
+            if label == "minicelery" and "celery" in ratios:
+                verdict = _verdict(ratios[label] <= 0.5, f"target <= 0.5x Celery (is {ratios[label]:.2f}x)")
+            out.append((name, label, shown(value), "", verdict))
+    for label, error in canvas.get("errors", {}).items():
+        out.append(("canvas", label, "FAILED", "", error[:60]))
     return out
 
 
@@ -198,7 +229,8 @@ def table(results: dict[str, Any]) -> str:
     lines = ["  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
              for row in [header, tuple("-" * w for w in widths), *body]]
     lines.append("vs pika: publish and drain are speeds relative to plain pika (higher is better); import, "
-                 "latency and memory are costs relative to plain pika (lower is better).")
+                 "latency and memory are costs relative to plain pika (lower is better); canvas figures "
+                 "are compared with Celery only.")
     return "\n".join(lines)
 
 
