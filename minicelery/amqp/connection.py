@@ -1,16 +1,18 @@
-"""A worker's consuming connection on RabbitMQ: a ``pika.SelectConnection`` whose I/O loop is the one
-place where the worker's main thread waits.
+"""A worker's consuming connection on RabbitMQ: a ``pika.SelectConnection`` on minicelery's own event
+loop (:mod:`~minicelery.amqp.loop`), which is the one place where the worker's main thread waits.
 
-pika's ``SelectConnection`` runs callbacks from its I/O loop, and that loop can watch other descriptors
-too (``ioloop.add_handler``): the worker hands it its pool's descriptor, so a delivery, a finished job,
-a heartbeat and a timeout all wake the same ``select``. :meth:`AmqpConnection.wait` runs the loop until a
-callback stops it. The protocol's synchronous verbs (declare, qos, consume) send their method and run
-the loop until the broker's answer arrives. Everything goes through pika's public API.
+pika runs its connection on any I/O loop it is given (``custom_ioloop``); ours also watches the pool's
+descriptor, so a delivery, a finished job, a heartbeat timer and a deadline all wake the same
+``select``. :meth:`AmqpConnection.wait` runs one step of the loop; pika's callbacks (deliveries,
+cancels, closes) only record what happened. The protocol's synchronous verbs (declare, qos, consume)
+send their method and run steps until the broker's answer arrives. Everything goes through pika's
+public API.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,7 @@ import pika
 from ..exceptions import OperationalError
 from ..transport import Delivery, QueueSpec
 from ..urls import mask_broker_url
+from .loop import Loop
 from .wire import DELIVERY_PROPERTIES, PIKA_ERRORS, Properties, declarations, operational_error, parameters
 
 __all__ = ["AmqpConnection"]
@@ -30,9 +33,12 @@ DECODE_DEPTH = 2 * 131072 // 6 + 1000
 #: How long :meth:`AmqpConnection.close` waits for the broker to confirm a polite close, in seconds.
 CLOSE_TIMEOUT = 2.0
 
+#: The longest one step of the loop waits while a verb waits for the broker's answer, in seconds.
+STEP = 1.0
 
-def _run(ioloop: Any) -> None:
-    """Run pika's I/O loop until a callback stops it, with room for pika to decode any header table.
+
+def _step(loop: Loop, timeout: float | None) -> None:
+    """Run one step of the loop, with room for pika to decode any header table.
 
     pika decodes a field table recursively, two Python calls per level, so a hostile message nested a
     few thousand levels deep (it fits in one 128 KiB frame) would raise ``RecursionError`` in the middle
@@ -41,27 +47,25 @@ def _run(ioloop: Any) -> None:
     Python 3.11, whose Python-to-Python calls no longer use the C stack, so a deep recursion is safe.
     """
     if sys.version_info < (3, 11):
-        ioloop.start()
+        loop.run_once(timeout)
         return
     previous = sys.getrecursionlimit()
     sys.setrecursionlimit(previous + DECODE_DEPTH)
     try:
-        ioloop.start()
+        loop.run_once(timeout)
     finally:
         sys.setrecursionlimit(previous)
 
 
 class _Answer:
-    """A broker answer awaited by a synchronous verb: set by pika's callback, which also stops the loop."""
+    """A broker answer awaited by a synchronous verb, set by pika's callback."""
 
-    def __init__(self, ioloop: Any) -> None:
-        self._ioloop = ioloop
+    def __init__(self) -> None:
         self.arrived = False
         self.value: Any = None
 
     def __call__(self, value: Any = None, *_: Any) -> None:
         self.arrived, self.value = True, value
-        self._ioloop.stop()
 
 
 class AmqpConnection:
@@ -71,6 +75,7 @@ class AmqpConnection:
                  connect_timeout: float | None = None) -> None:
         self.url = mask_broker_url(url, "**")
         self._params = parameters(url, heartbeat=heartbeat, connect_timeout=connect_timeout)
+        self._loop: Loop | None = None
         self._connection: Any = None  # pika.SelectConnection while connected
         self._channel: Any = None
         self._lost: BaseException | None = None  # why the connection or channel closed, once it did
@@ -87,18 +92,13 @@ class AmqpConnection:
         self.close()
         self._lost, self._queues = None, {}
         opened: list[BaseException] = []
-
-        def failed(_connection: Any, error: BaseException) -> None:
-            opened.append(error)
-            _connection.ioloop.stop()
-
+        self._loop = loop = Loop()
         try:
             self._connection = pika.SelectConnection(
-                self._params, on_open_callback=lambda c: c.ioloop.stop(), on_open_error_callback=failed,
-                on_close_callback=self._on_connection_closed)
-            ioloop = self._connection.ioloop
+                self._params, on_open_error_callback=lambda _c, error: opened.append(error),
+                on_close_callback=self._on_connection_closed, custom_ioloop=loop)
             while not (self._connection.is_open or opened):
-                _run(ioloop)
+                _step(loop, STEP)
         except (*PIKA_ERRORS, OSError) as exc:
             opened.append(exc)
         if opened:
@@ -108,7 +108,7 @@ class AmqpConnection:
         self._channel.add_on_close_callback(self._on_channel_closed)
         self._channel.add_on_cancel_callback(self._on_cancelled)
         if self._watched is not None:
-            self._connection.ioloop.add_handler(self._watched[0], self._on_watched, ioloop.READ)
+            loop.add_handler(self._watched[0], self._on_watched, loop.READ)
 
     def qos(self, prefetch_count: int) -> None:
         """See :meth:`Connection.qos <minicelery.transport.Connection.qos>`.
@@ -130,11 +130,8 @@ class AmqpConnection:
         def deliver(_channel: Any, method: Any, props: Any, body: bytes) -> None:
             properties = {name: getattr(props, name) for name in DELIVERY_PROPERTIES}
             properties["headers"] = properties["headers"] or {}
-            try:
-                on_message(Delivery(method.delivery_tag, method.exchange, method.routing_key,
-                                    method.redelivered, properties, body))
-            finally:
-                self._connection.ioloop.stop()
+            on_message(Delivery(method.delivery_tag, method.exchange, method.routing_key, method.redelivered,
+                                properties, body))
 
         self._check()
         tag = self._call(self._channel.basic_consume, queue, deliver, auto_ack=False).method.consumer_tag
@@ -165,28 +162,25 @@ class AmqpConnection:
         """See :meth:`Connection.watch <minicelery.transport.Connection.watch>`."""
         self.unwatch()
         self._watched = (fd, on_ready)
-        if self._connection is not None and self._lost is None:
-            self._connection.ioloop.add_handler(fd, self._on_watched, self._connection.ioloop.READ)
+        if self._loop is not None:
+            self._loop.add_handler(fd, self._on_watched, self._loop.READ)
 
     def unwatch(self) -> None:
         """See :meth:`Connection.unwatch <minicelery.transport.Connection.unwatch>`."""
-        if self._watched is not None and self._connection is not None and self._lost is None:
-            self._connection.ioloop.remove_handler(self._watched[0])
+        if self._watched is not None and self._loop is not None:
+            self._loop.remove_handler(self._watched[0])
         self._watched = None
 
     def wait(self, timeout: float) -> None:
         """See :meth:`Connection.wait <minicelery.transport.Connection.wait>`."""
         self._check()
-        ioloop = self._connection.ioloop
-        timer = ioloop.call_later(max(0.0, timeout), ioloop.stop)
+        assert self._loop is not None
         try:
-            _run(ioloop)
+            _step(self._loop, max(0.0, timeout))
         except (*PIKA_ERRORS, OSError, RecursionError) as exc:
             # RecursionError: pika's decoder met a header table nested too deep to decode (Python 3.10;
-            # see _run); what it read is lost with the connection, and the broker redelivers the message.
+            # see _step); what it read is lost with the connection, and the broker redelivers the message.
             self._lost = self._lost or exc
-        finally:
-            ioloop.remove_timeout(timer)
         self._check()
 
     def close(self) -> None:
@@ -195,13 +189,12 @@ class AmqpConnection:
         connection = self._connection
         if connection is None:
             return
-        if self._lost is None and connection.is_open:
+        if self._lost is None and connection.is_open and self._loop is not None:
             try:
                 connection.close()
-                timer = connection.ioloop.call_later(CLOSE_TIMEOUT, connection.ioloop.stop)
-                while not connection.is_closed and self._lost is None:
-                    _run(connection.ioloop)
-                connection.ioloop.remove_timeout(timer)
+                give_up = time.monotonic() + CLOSE_TIMEOUT
+                while not connection.is_closed and self._lost is None and time.monotonic() < give_up:
+                    _step(self._loop, STEP)
             except (*PIKA_ERRORS, OSError):
                 pass  # closing anyway
         self._release()
@@ -213,10 +206,11 @@ class AmqpConnection:
         """Call a pika method that answers through a callback, and run the loop until the broker's answer
         arrives (or the connection is lost); return what the callback was given."""
         self._check()
-        answer = _Answer(self._connection.ioloop)
+        answer = _Answer()
         self._send(lambda: method(*args, **kwargs, **{callback_name: answer}))
         while not answer.arrived:
-            _run(self._connection.ioloop)
+            assert self._loop is not None
+            _step(self._loop, STEP)
             self._check()
         return answer.value
 
@@ -239,37 +233,27 @@ class AmqpConnection:
             self.close()
             raise operational_error(lost, self.url) from lost
 
-    def _on_connection_closed(self, connection: Any, error: BaseException) -> None:
+    def _on_connection_closed(self, _connection: Any, error: BaseException) -> None:
         self._lost = self._lost or error
-        connection.ioloop.stop()
 
     def _on_channel_closed(self, _channel: Any, error: BaseException) -> None:
         # The worker's one channel is gone (the broker refused a call, or an ack named an unknown
         # delivery): treat it as the loss of the connection, whose deliveries the broker requeues.
         self._lost = self._lost or error
-        self._connection.ioloop.stop()
 
     def _on_cancelled(self, frame: Any) -> None:
         consumer = self._queues.pop(frame.method.consumer_tag, None)
         if consumer is not None:
             queue, on_cancel = consumer
             on_cancel(queue)
-        self._connection.ioloop.stop()
 
     def _on_watched(self, _fd: int, _events: int) -> None:
-        assert self._watched is not None
-        try:
+        if self._watched is not None:
             self._watched[1]()
-        finally:
-            self._connection.ioloop.stop()
 
     def _release(self) -> None:
-        """Forget the connection and free its I/O loop's descriptors."""
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
-            if self._watched is not None:
-                try:
-                    connection.ioloop.remove_handler(self._watched[0])
-                except (KeyError, ValueError, OSError):
-                    pass  # never added: the connection failed before
-            connection.ioloop.close()
+        """Forget the connection and close its event loop (the watched descriptor is not ours to close)."""
+        loop, self._loop = self._loop, None
+        self._connection, self._channel = None, None
+        if loop is not None:
+            loop.close()
