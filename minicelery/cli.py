@@ -1,6 +1,7 @@
 """The command line: ``python -m minicelery -A proj worker`` and friends.
 
-Sub-commands ``worker``, ``call``, ``result``, ``purge`` and ``report``; ``-A/--app`` and ``-b/--broker``
+Sub-commands ``worker``, ``call``, ``result``, ``purge``, ``report`` and ``broker`` (the embedded AMQP broker,
+:mod:`minicelery.embedded`); ``-A/--app`` and ``-b/--broker``
 may come before or after the sub-command, as with Celery. Errors that users cause (an app that cannot be
 found, a bad option, an unreachable broker, bad configuration) print one paragraph, no traceback, and
 exit with a named code from :data:`EXIT_CODES`. Celery's counterpart is ``celery.bin`` (click based);
@@ -21,14 +22,16 @@ from typing import Any
 
 from . import __version__, log
 from .app import Celery
-from .exceptions import CeleryError, ImproperlyConfigured, OperationalError, TimeoutError
+from .exceptions import BrokerDataError, CeleryError, ImproperlyConfigured, OperationalError, TimeoutError
+from .embedded import BrokerChild, run_broker
 from .imports import find_app
 
-__all__ = ["main", "EX_OK", "EX_FAILURE", "EX_USAGE", "EX_UNAVAILABLE", "EX_TEMPFAIL", "EX_CONFIG"]
+__all__ = ["main", "EX_OK", "EX_FAILURE", "EX_USAGE", "EX_DATAERR", "EX_UNAVAILABLE", "EX_TEMPFAIL", "EX_CONFIG"]
 
 EX_OK = 0           #: success, or a warm shutdown
 EX_FAILURE = 1      #: the task failed (``result``), a cold shutdown, or an unexpected error
 EX_USAGE = 64       #: a bad option or argument, or an ``-A`` that names no app
+EX_DATAERR = 65     #: the embedded broker's data directory is locked by another broker or damaged
 EX_UNAVAILABLE = 69  #: the broker cannot be reached
 EX_TEMPFAIL = 75    #: ``result --timeout`` expired
 EX_CONFIG = 78      #: the configuration is invalid
@@ -36,6 +39,7 @@ EX_CONFIG = 78      #: the configuration is invalid
 #: The one place where exception families become exit codes (checked in order).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (OperationalError, EX_UNAVAILABLE),
+    (BrokerDataError, EX_DATAERR),
     (ImproperlyConfigured, EX_CONFIG),
     (TimeoutError, EX_TEMPFAIL),
     (CeleryError, EX_FAILURE),
@@ -90,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--without-heartbeat", action="store_true", help="disable AMQP heartbeats")
     worker.add_argument("--start-method", choices=["fork", "spawn"],
                         help="how children are started (default fork)")
+    worker.add_argument("--embedded-broker", action="store_true",
+                        help="start the embedded broker on the broker URL's local host and port, stop it after")
     for flag in ("--without-gossip", "--without-mingle"):
         worker.add_argument(flag, action="store_true", help="accepted for Celery compatibility")
     call = sub.add_parser("call", help="send a task by name and print its id")
@@ -110,7 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
     report = sub.add_parser("report", help="versions and the (censored) configuration")
     _common(report, argparse.SUPPRESS)
+    _broker_parser(sub)
     return parser
+
+
+def _broker_parser(sub: Any) -> None:
+    broker = sub.add_parser("broker", help="run the embedded AMQP 0-9-1 broker (no RabbitMQ needed)")
+    broker.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    broker.add_argument("--port", type=_at_least(0), default=5672, help="port (default 5672; 0: a free one)")
+    broker.add_argument("--data-dir", help="where durable queues and messages live (default: per user, "
+                                           "~/.local/share/minicelery/broker)")
+    broker.add_argument("--memory", action="store_true", help="keep nothing on disk (nothing survives a restart)")
+    broker.add_argument("--user", help="the one user's name (default guest, or $MINICELERY_BROKER_USER)")
+    broker.add_argument("--password", help="its password (default guest, or $MINICELERY_BROKER_PASSWORD)")
+    broker.add_argument("--max-memory", type=_at_least(1), help="bytes of messages held before publishers are "
+                                                               "blocked (default: a quarter of the RAM)")
+    broker.add_argument("-l", "--loglevel", default="WARNING", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
 
 
 def main(argv: list[str] | None = None, app: Celery | None = None) -> int:
@@ -118,8 +139,10 @@ def main(argv: list[str] | None = None, app: Celery | None = None) -> int:
     try:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
         if args.command is None:
-            raise UsageError("minicelery: give a command: worker, call, result, purge or report "
+            raise UsageError("minicelery: give a command: worker, call, result, purge, report or broker "
                              "(see --help)")
+        if args.command == "broker":  # needs no app
+            return broker_command(args)
         app = app or _load_app(args.app)
         if args.broker:
             app.conf.broker_url = args.broker
@@ -175,7 +198,24 @@ def worker_command(app: Celery, args: argparse.Namespace) -> int:
                     heartbeat=0 if args.without_heartbeat else None, app_spec=args.app,
                     start_method=args.start_method, time_limit=args.time_limit,
                     soft_time_limit=args.soft_time_limit)
-    return worker.start()
+    if not args.embedded_broker:
+        return worker.start()
+    child = BrokerChild(conf.broker_url)
+    child.start()
+    try:
+        return worker.start()
+    finally:
+        child.stop()
+
+
+def broker_command(args: argparse.Namespace) -> int:
+    """``broker``: run the embedded broker until SIGTERM/SIGINT (exit 0 after flushing its journal)."""
+    try:
+        log.setup(log.parse_level(args.loglevel))
+    except ValueError as exc:
+        raise UsageError(f"minicelery broker: {exc}")
+    run_broker(args, __version__)
+    return EX_OK
 
 
 def call_command(app: Celery, args: argparse.Namespace) -> int:

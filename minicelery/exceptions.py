@@ -9,6 +9,7 @@ The tree::
     Exception
     ├── CeleryError
     │   ├── ImproperlyConfigured          bad or missing configuration
+    │   ├── BrokerDataError               the embedded broker's data directory is locked or damaged
     │   ├── SecurityError                 refused to rebuild or decode something unsafe
     │   │   └── ContentDisallowed         a message's content type is not in accept_content
     │   ├── TaskPredicate                 control flow raised from inside a task
@@ -42,6 +43,7 @@ from typing import Any
 __all__ = [
     "AlreadyRegistered",
     "AlwaysEagerIgnored",
+    "BrokerDataError",
     "CeleryError",
     "CeleryWarning",
     "ContentDisallowed",
@@ -77,6 +79,10 @@ class CeleryError(Exception):
 
 class ImproperlyConfigured(CeleryError):
     """Raised when the configuration is missing, inconsistent or names something that does not exist."""
+
+
+class BrokerDataError(CeleryError):
+    """The embedded broker's data directory is locked by another broker, or damaged (file and offset named)."""
 
 
 class SecurityError(CeleryError):

@@ -122,15 +122,18 @@ class Queue:
         ttls = [t for t in (self.ttl, message.expiration) if t is not None]
         return now + min(ttls) / 1000 if ttls else None
 
-    def enqueue(self, entry: Entry) -> None:
-        """Add a newly routed entry and deliver what can be delivered."""
+    def enqueue(self, entry: Entry, now: float) -> None:
+        """Add an entry routed at ``now`` and deliver what can be delivered.
+
+        An entry whose TTL is 0 is delivered if a consumer can take it at once, else dropped (RabbitMQ).
+        """
         self._level(entry).fresh.append(entry)
         if self.max_length is not None:
             while self.ready > self.max_length:
                 self.broker.dead_letter(self, self._pop_any(), "maxlen")
-        self.dispatch()
+        self.dispatch(now)
         if entry.expires_at is not None:
-            self.expire_head(time.monotonic())
+            self.expire_head(now)
 
     def _pop_any(self) -> Entry:
         for level in reversed(self.levels):
@@ -138,15 +141,14 @@ class Queue:
                 return level.pop()
         raise IndexError("pop from an empty queue")
 
-    def take(self) -> Entry | None:
-        """The next deliverable entry, dropping (or dead-lettering) the expired ones at the head."""
-        now = None
+    def take(self, now: float | None = None) -> Entry | None:
+        """The next deliverable entry, dropping (or dead-lettering) the entries expired before ``now``."""
         for level in reversed(self.levels):
             while level:
                 entry = level.pop()
                 if entry.expires_at is not None:
                     now = now or time.monotonic()
-                    if entry.expires_at <= now:
+                    if entry.expires_at < now:
                         self.broker.dead_letter(self, entry, "expired")
                         continue
                 return entry
@@ -185,7 +187,7 @@ class Queue:
         return entries
 
     # -- consumers ------------------------------------------------------------------------------------
-    def dispatch(self) -> None:
+    def dispatch(self, now: float | None = None) -> None:
         """Deliver ready entries round-robin to consumers with room, at most a budget per call."""
         if not self.consumers:
             return
@@ -193,7 +195,7 @@ class Queue:
             consumer = self._next_consumer()
             if consumer is None:
                 return
-            entry = self.take()
+            entry = self.take(now)
             if entry is None:
                 return
             consumer.channel.deliver(consumer, entry)

@@ -178,7 +178,7 @@ class VirtualHost:
         if if_unused and queue.consumers:
             raise AMQPError(PRECONDITION_FAILED, f"queue '{queue.name}' in vhost '/' in use")
         if if_empty and queue.ready:
-            raise AMQPError(PRECONDITION_FAILED, f"queue '{queue.name}' in vhost '/' is not empty")
+            raise AMQPError(PRECONDITION_FAILED, f"queue '{queue.name}' in vhost '/' not empty")
         if self.queues.get(queue.name) is not queue:
             return 0
         del self.queues[queue.name]
@@ -229,7 +229,7 @@ class VirtualHost:
                 assert self.journal is not None
                 self.journal.publish(queue.name, entry)
                 needs_sync = True
-            queue.enqueue(entry)
+            queue.enqueue(entry, now)
         return bool(names), needs_sync
 
     def settle(self, queue: Queue, entry: Entry) -> None:

@@ -1,0 +1,98 @@
+"""The embedded broker from the command line: ``broker``, and ``worker --embedded-broker``'s child broker.
+
+``python -m minicelery broker`` runs :mod:`minicelery.broker` in this process until SIGTERM or SIGINT;
+``worker --embedded-broker`` starts that command as a child process on the broker URL's host and port
+(local hosts only), waits until it listens, and stops it after the worker. The broker package itself
+imports nothing of minicelery; this module is its only way in (besides :mod:`minicelery.cli`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from .exceptions import BrokerDataError, ImproperlyConfigured, OperationalError
+from .urls import parse_broker_url
+
+__all__ = ["default_data_dir", "run_broker", "BrokerChild", "LOCAL_HOSTS"]
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+START_TIMEOUT = 30.0
+
+
+def default_data_dir() -> str:
+    """``$XDG_DATA_HOME/minicelery/broker``, else ``~/.local/share/minicelery/broker`` (per user)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "minicelery", "broker")
+
+
+def run_broker(args: Any, version: str) -> None:
+    """``broker``: serve until a signal; raise :class:`OperationalError` for a taken port.
+
+    Raises:
+        ImproperlyConfigured: default credentials on a non-local address.
+        OperationalError: the port is taken (never a takeover).
+        BrokerDataError: the data directory is locked by another broker or damaged.
+    """
+    from .broker import Config, run  # the broker (and asyncio) load only for this command
+    from .broker.journal import StoreError
+
+    user = args.user or os.environ.get("MINICELERY_BROKER_USER") or "guest"
+    password = args.password or os.environ.get("MINICELERY_BROKER_PASSWORD") or "guest"
+    if args.host not in LOCAL_HOSTS and user == "guest":
+        raise ImproperlyConfigured(f"refusing to listen on {args.host} with the default guest account: give "
+                                   "--user and --password (guest may only log in from this machine)")
+    data_dir = None if args.memory else (args.data_dir or default_data_dir())
+    config = Config(host=args.host, port=args.port, data_dir=data_dir, user=user, password=password,
+                    version=version, max_memory=args.max_memory or 0)
+    try:
+        run(config)
+    except StoreError as exc:
+        raise BrokerDataError(str(exc))
+    except OSError as exc:
+        raise OperationalError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}. Another "
+                               "broker (RabbitMQ?) may be using that port: stop it or choose another --port.")
+
+
+class BrokerChild:
+    """The broker process ``worker --embedded-broker`` runs beside the worker."""
+
+    def __init__(self, broker_url: str | None, data_dir: str | None = None) -> None:
+        address = parse_broker_url(broker_url)
+        if address.host not in LOCAL_HOSTS:
+            raise ImproperlyConfigured(f"--embedded-broker serves this machine only, but the broker URL names "
+                                       f"{address.host!r}: use amqp://guest:guest@127.0.0.1:{address.port}//")
+        self.address = address
+        self.data_dir = data_dir
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        """Start the broker and wait until it listens (its first line of output says so)."""
+        host = "127.0.0.1" if self.address.host == "localhost" else self.address.host
+        command = [sys.executable, "-m", "minicelery", "broker", "--host", host, "--port", str(self.address.port)]
+        if self.data_dir:
+            command += ["--data-dir", self.data_dir]
+        env = dict(os.environ, MINICELERY_BROKER_USER=self.address.userid,
+                   MINICELERY_BROKER_PASSWORD=self.address.password)
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # "minicelery broker listening on ...", or EOF when it failed
+        if "listening" not in line:
+            code = self.process.wait()
+            raise OperationalError(f"the embedded broker did not start on {host}:{self.address.port} "
+                                   f"(exit {code}); see its message above")
+
+    def stop(self) -> int:
+        """Stop the broker (SIGTERM: it flushes its journal) and return its exit code."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
