@@ -22,11 +22,12 @@ from typing import Any
 
 from . import __version__, log
 from .app import Celery
+from .embedded import BrokerChild, add_broker_parser, broker_command
 from .exceptions import BrokerDataError, CeleryError, ImproperlyConfigured, OperationalError, TimeoutError
-from .embedded import BrokerChild, run_broker
 from .imports import find_app
 
-__all__ = ["main", "EX_OK", "EX_FAILURE", "EX_USAGE", "EX_DATAERR", "EX_UNAVAILABLE", "EX_TEMPFAIL", "EX_CONFIG"]
+__all__ = ["main", "EX_OK", "EX_FAILURE", "EX_USAGE", "EX_DATAERR", "EX_UNAVAILABLE", "EX_TEMPFAIL",
+           "EX_CONFIG"]
 
 EX_OK = 0           #: success, or a warm shutdown
 EX_FAILURE = 1      #: the task failed (``result``), a cold shutdown, or an unexpected error
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--start-method", choices=["fork", "spawn"],
                         help="how children are started (default fork)")
     worker.add_argument("--embedded-broker", action="store_true",
-                        help="start the embedded broker on the broker URL's local host and port, stop it after")
+                        help="start the embedded broker on the broker URL's local host and port first")
     for flag in ("--without-gossip", "--without-mingle"):
         worker.add_argument(flag, action="store_true", help="accepted for Celery compatibility")
     call = sub.add_parser("call", help="send a task by name and print its id")
@@ -116,22 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
     report = sub.add_parser("report", help="versions and the (censored) configuration")
     _common(report, argparse.SUPPRESS)
-    _broker_parser(sub)
+    add_broker_parser(sub, _at_least)
     return parser
-
-
-def _broker_parser(sub: Any) -> None:
-    broker = sub.add_parser("broker", help="run the embedded AMQP 0-9-1 broker (no RabbitMQ needed)")
-    broker.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    broker.add_argument("--port", type=_at_least(0), default=5672, help="port (default 5672; 0: a free one)")
-    broker.add_argument("--data-dir", help="where durable queues and messages live (default: per user, "
-                                           "~/.local/share/minicelery/broker)")
-    broker.add_argument("--memory", action="store_true", help="keep nothing on disk (nothing survives a restart)")
-    broker.add_argument("--user", help="the one user's name (default guest, or $MINICELERY_BROKER_USER)")
-    broker.add_argument("--password", help="its password (default guest, or $MINICELERY_BROKER_PASSWORD)")
-    broker.add_argument("--max-memory", type=_at_least(1), help="bytes of messages held before publishers are "
-                                                               "blocked (default: a quarter of the RAM)")
-    broker.add_argument("-l", "--loglevel", default="WARNING", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
 
 
 def main(argv: list[str] | None = None, app: Celery | None = None) -> int:
@@ -142,7 +129,11 @@ def main(argv: list[str] | None = None, app: Celery | None = None) -> int:
             raise UsageError("minicelery: give a command: worker, call, result, purge, report or broker "
                              "(see --help)")
         if args.command == "broker":  # needs no app
-            return broker_command(args)
+            try:
+                level = log.parse_level(args.loglevel)
+            except ValueError as exc:
+                raise UsageError(f"minicelery broker: {exc}")
+            return broker_command(args, level, __version__)
         app = app or _load_app(args.app)
         if args.broker:
             app.conf.broker_url = args.broker
@@ -206,16 +197,6 @@ def worker_command(app: Celery, args: argparse.Namespace) -> int:
         return worker.start()
     finally:
         child.stop()
-
-
-def broker_command(args: argparse.Namespace) -> int:
-    """``broker``: run the embedded broker until SIGTERM/SIGINT (exit 0 after flushing its journal)."""
-    try:
-        log.setup(log.parse_level(args.loglevel))
-    except ValueError as exc:
-        raise UsageError(f"minicelery broker: {exc}")
-    run_broker(args, __version__)
-    return EX_OK
 
 
 def call_command(app: Celery, args: argparse.Namespace) -> int:

@@ -12,12 +12,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from . import log
 from .exceptions import BrokerDataError, ImproperlyConfigured, OperationalError
 from .urls import parse_broker_url
 
-__all__ = ["default_data_dir", "run_broker", "BrokerChild", "LOCAL_HOSTS"]
+__all__ = ["add_broker_parser", "broker_command", "default_data_dir", "BrokerChild", "LOCAL_HOSTS"]
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 START_TIMEOUT = 30.0
@@ -29,14 +31,30 @@ def default_data_dir() -> str:
     return os.path.join(base, "minicelery", "broker")
 
 
-def run_broker(args: Any, version: str) -> None:
-    """``broker``: serve until a signal; raise :class:`OperationalError` for a taken port.
+def add_broker_parser(sub: Any, count: Callable[[int], Callable[[str], int]]) -> None:
+    """The ``broker`` sub-command's options (``count(n)``: cli's integer type with a minimum)."""
+    broker = sub.add_parser("broker", help="run the embedded AMQP 0-9-1 broker (no RabbitMQ needed)")
+    broker.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    broker.add_argument("--port", type=count(0), default=5672, help="port (default 5672; 0: a free one)")
+    broker.add_argument("--data-dir", help="where durable queues and messages live (default: per user, "
+                                           "~/.local/share/minicelery/broker)")
+    broker.add_argument("--memory", action="store_true", help="keep nothing on disk (nothing survives)")
+    broker.add_argument("--user", help="the one user's name (default guest, or $MINICELERY_BROKER_USER)")
+    broker.add_argument("--password", help="its password (default guest, or $MINICELERY_BROKER_PASSWORD)")
+    broker.add_argument("--max-memory", type=count(1), help="bytes of messages held before publishers are "
+                                                            "blocked (default: a quarter of the RAM)")
+    broker.add_argument("-l", "--loglevel", default="WARNING", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
+
+
+def broker_command(args: Any, level: int, version: str) -> int:
+    """``broker``: serve until SIGTERM/SIGINT, then exit 0 (after flushing the journal).
 
     Raises:
         ImproperlyConfigured: default credentials on a non-local address.
         OperationalError: the port is taken (never a takeover).
         BrokerDataError: the data directory is locked by another broker or damaged.
     """
+    log.setup(level)
     from .broker import Config, run  # the broker (and asyncio) load only for this command
     from .broker.journal import StoreError
 
@@ -55,6 +73,7 @@ def run_broker(args: Any, version: str) -> None:
     except OSError as exc:
         raise OperationalError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}. Another "
                                "broker (RabbitMQ?) may be using that port: stop it or choose another --port.")
+    return 0
 
 
 class BrokerChild:
@@ -63,7 +82,8 @@ class BrokerChild:
     def __init__(self, broker_url: str | None, data_dir: str | None = None) -> None:
         address = parse_broker_url(broker_url)
         if address.host not in LOCAL_HOSTS:
-            raise ImproperlyConfigured(f"--embedded-broker serves this machine only, but the broker URL names "
+            raise ImproperlyConfigured(f"--embedded-broker serves this machine only, but the broker URL "
+                                       f"names "
                                        f"{address.host!r}: use amqp://guest:guest@127.0.0.1:{address.port}//")
         self.address = address
         self.data_dir = data_dir
@@ -72,7 +92,8 @@ class BrokerChild:
     def start(self) -> None:
         """Start the broker and wait until it listens (its first line of output says so)."""
         host = "127.0.0.1" if self.address.host == "localhost" else self.address.host
-        command = [sys.executable, "-m", "minicelery", "broker", "--host", host, "--port", str(self.address.port)]
+        command = [sys.executable, "-m", "minicelery", "broker", "--host", host,
+                   "--port", str(self.address.port)]
         if self.data_dir:
             command += ["--data-dir", self.data_dir]
         env = dict(os.environ, MINICELERY_BROKER_USER=self.address.userid,

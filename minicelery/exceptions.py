@@ -82,7 +82,7 @@ class ImproperlyConfigured(CeleryError):
 
 
 class BrokerDataError(CeleryError):
-    """The embedded broker's data directory is locked by another broker, or damaged (file and offset named)."""
+    """The embedded broker's data directory is locked by another broker, or damaged (file, offset named)."""
 
 
 class SecurityError(CeleryError):

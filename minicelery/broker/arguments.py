@@ -1,4 +1,4 @@
-"""Queue and exchange declarations: validating ``x-`` arguments and checking that a redeclaration is equivalent.
+"""Declarations: validating queues' ``x-`` arguments and checking that a redeclaration is equivalent.
 
 RabbitMQ answers a bad argument or an inequivalent redeclaration with ``406 PRECONDITION_FAILED`` and a text
 that names the argument, the received and the current value; clients and their users read those texts, so
@@ -48,7 +48,8 @@ def show(value: Any) -> str:
 def validate_queue(name: str, arguments: dict[str, Any]) -> None:
     """Raise 406 for a known argument with a wrong type or value (RabbitMQ's texts)."""
     def bad(key: str, detail: str) -> AMQPError:
-        return AMQPError(PRECONDITION_FAILED, f"invalid arg '{key}' for queue '{name}' in vhost '/': {detail}")
+        return AMQPError(PRECONDITION_FAILED,
+                         f"invalid arg '{key}' for queue '{name}' in vhost '/': {detail}")
 
     for key, (low, high) in _INTEGERS.items():
         if key not in arguments:

@@ -167,7 +167,8 @@ class Channel:
         self.connection.send_many(frames)
         self._delivered(consumer.queue, entry, consumer, consumer.no_ack, tag)
 
-    def _delivered(self, queue: Queue, entry: Entry, consumer: Consumer | None, no_ack: bool, tag: int) -> None:
+    def _delivered(self, queue: Queue, entry: Entry, consumer: Consumer | None, no_ack: bool,
+                   tag: int) -> None:
         if not entry.redelivered:
             entry.redelivered = True
             self.vhost.first_delivery(entry)

@@ -45,6 +45,7 @@ HANDSHAKE_TIMEOUT = 10.0
 CLOSE_OK_TIMEOUT = 2.0
 _CHANNEL_OPEN, _CHANNEL_CLOSE, _CHANNEL_CLOSE_OK = (spec.Channel.Open.INDEX, spec.Channel.Close.INDEX,
                                                    spec.Channel.CloseOk.INDEX)
+_IGNORED = (spec.Connection.CloseOk, spec.Connection.Blocked, spec.Connection.Unblocked)
 
 
 class Connection(asyncio.Protocol):
@@ -193,7 +194,8 @@ class Connection(asyncio.Protocol):
                 raise AMQPError(CHANNEL_ERROR, "expected 'channel.open'", *(ids or (0, 0)))
             methods.decode(payload)
             if number > self.channel_max:
-                raise AMQPError(NOT_ALLOWED, f"channel number {number} > channel_max {self.channel_max}", 20, 10)
+                raise AMQPError(NOT_ALLOWED, f"channel number {number} > channel_max {self.channel_max}",
+                                20, 10)
             self.channels[number] = Channel(self, number)
             self.send(method_frame(number, spec.Channel.OpenOk()))
         elif index == _CHANNEL_OPEN:
@@ -244,7 +246,7 @@ class Connection(asyncio.Protocol):
         elif isinstance(method, spec.Connection.Close):
             self.send(method_frame(0, spec.Connection.CloseOk()))
             self._end()
-        elif isinstance(method, spec.Connection.CloseOk | spec.Connection.Blocked | spec.Connection.Unblocked):
+        elif isinstance(method, _IGNORED):
             pass
         elif state == "running" and method.INDEX >> 16 != 10:
             raise AMQPError(CHANNEL_ERROR, "unexpected method in connection state running",
@@ -282,7 +284,8 @@ class Connection(asyncio.Protocol):
         if not 0 < method.channel_max <= config.channel_max:
             raise AMQPError(NOT_ALLOWED, f"negotiated channel_max = {method.channel_max} is outside the "
                                          f"allowed range [1, {config.channel_max}]", 10, 31)
-        self.frame_max, self.channel_max, self.heartbeat = method.frame_max, method.channel_max, method.heartbeat
+        self.frame_max, self.channel_max = method.frame_max, method.channel_max
+        self.heartbeat = method.heartbeat
         self.state = "open"
 
     def _closing_method(self, method: Any) -> None:
@@ -305,7 +308,8 @@ class Connection(asyncio.Protocol):
             self._end()
             return
         log.info("connection %s: closing: %s", self.peer, exc.reply_text)
-        self.send(method_frame(0, spec.Connection.Close(exc.code, exc.reply_text, exc.class_id, exc.method_id)))
+        self.send(method_frame(0, spec.Connection.Close(exc.code, exc.reply_text, exc.class_id,
+                                                        exc.method_id)))
         self.flush()
         self.state = "closing"
         self._release()

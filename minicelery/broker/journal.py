@@ -56,7 +56,9 @@ def _name(text: str) -> bytes:
 def publish_payload(entry: Entry, queue: str) -> bytes:
     """A ``P`` record's payload for ``entry`` in ``queue``."""
     message = entry.message
-    expires = 0 if entry.expires_at is None else int((time.time() + entry.expires_at - time.monotonic()) * 1000)
+    expires = 0
+    if entry.expires_at is not None:  # monotonic -> wall clock, which survives a restart
+        expires = int((time.time() + entry.expires_at - time.monotonic()) * 1000)
     return b"".join((b"P", _P_HEAD.pack(entry.id, max(expires, 1) if expires else 0, len(message.header)),
                      _name(queue), _name(message.exchange), _name(message.routing_key), message.header,
                      message.body))
@@ -124,8 +126,8 @@ class Journal:
             owner = os.read(self.lock_fd, 32).decode(errors="replace").strip() or "?"
             os.close(self.lock_fd)
             self.lock_fd = -1
-            raise StoreError(f"the data directory {self.directory} is in use by another broker (pid {owner}); "
-                             "give each broker its own --data-dir")
+            raise StoreError(f"the data directory {self.directory} is in use by another broker "
+                             f"(pid {owner}); give each broker its own --data-dir")
         os.ftruncate(self.lock_fd, 0)
         os.write(self.lock_fd, str(os.getpid()).encode())
 
@@ -207,7 +209,8 @@ class Journal:
         except OSError as exc:
             ok = False
             if not self.failed:
-                log.error("journal write to %s failed: %s (unconfirmed messages are nacked)", self.directory, exc)
+                log.error("journal write to %s failed: %s (unconfirmed messages are nacked)",
+                          self.directory, exc)
             self.failed = True
         waiters, self.waiters = self.waiters, set()
         for channel in waiters:

@@ -140,5 +140,6 @@ def _start_ok(payload: bytes) -> spec.Connection.StartOk:
     return method
 
 
-_FAST = {spec.Connection.StartOk.INDEX: _start_ok, spec.Basic.Publish.INDEX: _publish, spec.Basic.Ack.INDEX: _ack,
+_FAST = {spec.Connection.StartOk.INDEX: _start_ok, spec.Basic.Publish.INDEX: _publish,
+         spec.Basic.Ack.INDEX: _ack,
          spec.Basic.Reject.INDEX: _reject, spec.Basic.Nack.INDEX: _nack}

@@ -20,7 +20,7 @@ from .content import Message
 
 if TYPE_CHECKING:  # annotations only
     from .channel import Channel
-    from .server import Broker
+    from .vhost import VirtualHost
 
 #: Deliveries one queue makes per call before yielding the loop to other connections.
 DISPATCH_BUDGET = 256
@@ -95,7 +95,7 @@ class Consumer:
 class Queue:
     """A queue: its declaration, its ready entries and its consumers."""
 
-    def __init__(self, broker: Broker, name: str, *, durable: bool, exclusive_owner: Any = None,
+    def __init__(self, broker: VirtualHost, name: str, *, durable: bool, exclusive_owner: Any = None,
                  auto_delete: bool, arguments: dict[str, Any]) -> None:
         self.broker, self.name, self.durable = broker, name, durable
         self.exclusive_owner, self.auto_delete, self.arguments = exclusive_owner, auto_delete, arguments

@@ -61,10 +61,11 @@ def replay_segments(paths: list[str]) -> tuple[dict[int, Recovered], int]:
             bad = _bad_record(data, offset)
             if bad is not None:
                 last = index == len(paths) - 1
-                end_of_record = offset + 8 + (_RECORD.unpack_from(data, offset)[0] if offset + 8 <= len(data) else 0)
+                size = _RECORD.unpack_from(data, offset)[0] if offset + 8 <= len(data) else 0
+                end_of_record = offset + 8 + size
                 if last and end_of_record >= len(data):
-                    log.warning("journal %s: torn record at offset %d (%s): recovered up to offset %d, the rest "
-                                "truncated", path, offset, bad, offset)
+                    log.warning("journal %s: torn record at offset %d (%s): recovered up to offset %d, "
+                                "the rest truncated", path, offset, bad, offset)
                     os.truncate(path, offset)
                     break
                 raise StoreError(f"journal segment {path} is damaged at offset {offset} ({bad}); the broker "

@@ -78,8 +78,8 @@ class Broker:
             log.warning("memory-only broker: nothing survives a restart (give --data-dir for durability)")
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(lambda: Connection(self), self.config.host, self.config.port,
-                                                    reuse_address=True)
+            self._server = await loop.create_server(lambda: Connection(self), self.config.host,
+                                                    self.config.port, reuse_address=True)
         except OSError:
             if self.journal is not None:
                 self.journal.close()

@@ -130,7 +130,7 @@ def encode_short(text: str) -> bytes:
 
 
 def encode_value(value: Any) -> bytes:
-    """A tagged value for the few types the broker writes: str, bool, int (as ``l``), Timestamp, list, dict."""
+    """A tagged value of a type the broker writes: str, bool, int (as ``l``), Timestamp, list, dict..."""
     if isinstance(value, str):
         raw = value.encode("utf-8", "surrogateescape")
         return b"S" + _U32.pack(len(raw)) + raw

@@ -3,7 +3,7 @@
 Channels hand it declarations and published messages; it owns every queue and exchange, assigns each
 enqueued copy a broker-wide entry id (publish order), tells the journal what to record, and schedules
 dispatch so that one connection's publish reaches another connection's consumer in the same loop turn.
-RabbitMQ's counterpart is ``rabbit_vhost`` + ``rabbit_exchange`` + ``rabbit_amqqueue`` + ``rabbit_dead_letter``.
+RabbitMQ's counterpart is ``rabbit_vhost``, ``rabbit_exchange``, ``rabbit_amqqueue``, ``rabbit_dead_letter``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ import pika.spec as spec
 
 from . import arguments, content, tables
 from .exchange import TYPES, Exchange
-from .frames import ACCESS_REFUSED, COMMAND_INVALID, NOT_FOUND, PRECONDITION_FAILED, RESOURCE_LOCKED, AMQPError
+from .frames import (
+    ACCESS_REFUSED,
+    COMMAND_INVALID,
+    NOT_FOUND,
+    PRECONDITION_FAILED,
+    RESOURCE_LOCKED,
+    AMQPError,
+)
 from .queue import Consumer, Entry, Queue
 
 if TYPE_CHECKING:  # annotations only
@@ -30,9 +37,10 @@ PREDECLARED = (("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic",
 
 
 def _locked(name: str) -> AMQPError:
-    return AMQPError(RESOURCE_LOCKED, f"cannot obtain exclusive access to locked queue '{name}' in vhost '/'. "
-                                      "It could be originally declared on another connection or the exclusive "
-                                      "property value does not match that of the original declaration.")
+    return AMQPError(RESOURCE_LOCKED,
+                     f"cannot obtain exclusive access to locked queue '{name}' in vhost '/'. It could be "
+                     "originally declared on another connection or the exclusive property value does not "
+                     "match that of the original declaration.")
 
 
 class VirtualHost:
@@ -49,7 +57,7 @@ class VirtualHost:
 
     # -- lookups --------------------------------------------------------------------------------------
     def queue_for(self, name: str, connection: Any) -> Queue:
-        """The queue ``name`` for ``connection``: 404 when missing, 405 when another connection's exclusive."""
+        """The queue ``name``: 404 when missing, 405 when it is another connection's exclusive queue."""
         queue = self.queues.get(name)
         if queue is None:
             raise AMQPError(NOT_FOUND, f"no queue '{name}' in vhost '/'")
@@ -81,12 +89,12 @@ class VirtualHost:
             return self.delete_exchange(method)
         if isinstance(method, spec.Queue.Bind | spec.Queue.Unbind):
             return self.bind(method, connection)
-        queue = self.queues.get(method.queue)
         if isinstance(method, spec.Queue.Delete):
-            if queue is None:
+            if method.queue not in self.queues:
                 return spec.Queue.DeleteOk(0)
-            return spec.Queue.DeleteOk(self.delete_queue(self.queue_for(method.queue, connection),
-                                                         if_unused=method.if_unused, if_empty=method.if_empty))
+            queue = self.queue_for(method.queue, connection)
+            return spec.Queue.DeleteOk(self.delete_queue(queue, if_unused=method.if_unused,
+                                                         if_empty=method.if_empty))
         queue = self.queue_for(method.queue, connection)  # Queue.Purge
         entries = queue.purge()
         for entry in entries:
@@ -105,8 +113,9 @@ class VirtualHost:
         name = name or "amq.gen-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
         arguments.validate_queue(name, method.arguments)
         flags = {"durable": method.durable, "auto_delete": method.auto_delete}
-        queue = self.queues.get(name)
-        if queue is not None:
+        existing = self.queues.get(name)
+        if existing is not None:
+            queue = existing
             if queue.exclusive_owner is not None and queue.exclusive_owner is not connection:
                 raise _locked(name)
             arguments.check_equivalent("queue", name, arguments.compared(
@@ -114,7 +123,8 @@ class VirtualHost:
                 arguments.compared(flags, method.arguments))
         else:
             queue = Queue(self, name, durable=method.durable, auto_delete=method.auto_delete,
-                          exclusive_owner=connection if method.exclusive else None, arguments=method.arguments)
+                          exclusive_owner=connection if method.exclusive else None,
+                          arguments=method.arguments)
             self.queues[name] = queue
             if method.exclusive:
                 connection.exclusive_queues.append(queue)
@@ -140,8 +150,9 @@ class VirtualHost:
             arguments.check_equivalent("exchange", name, {"type": exchange.type, "durable": exchange.durable},
                                        {"type": method.type, "durable": method.durable})
             return spec.Exchange.DeclareOk()
-        self.exchanges[name] = Exchange(name, method.type, durable=method.durable, auto_delete=method.auto_delete,
-                                        internal=method.internal, arguments=method.arguments)
+        self.exchanges[name] = Exchange(name, method.type, durable=method.durable,
+                                        auto_delete=method.auto_delete, internal=method.internal,
+                                        arguments=method.arguments)
         if method.durable:
             self.definitions_changed()
         return spec.Exchange.DeclareOk()
@@ -271,13 +282,14 @@ class VirtualHost:
     def definitions(self) -> dict[str, Any]:
         """The durable definitions, as the journal stores them."""
         return {
-            "exchanges": [{"name": e.name, "type": e.type, "auto_delete": e.auto_delete, "internal": e.internal,
-                           "arguments": e.arguments} for e in self.exchanges.values()
+            "exchanges": [{"name": e.name, "type": e.type, "auto_delete": e.auto_delete,
+                           "internal": e.internal, "arguments": e.arguments} for e in self.exchanges.values()
                           if e.durable and not e.name.startswith("amq.")],
             "queues": [{"name": q.name, "auto_delete": q.auto_delete, "arguments": q.arguments}
                        for q in self.queues.values() if q.durable and q.exclusive_owner is None],
             "bindings": [{"exchange": e.name, "queue": queue, "routing_key": key, "arguments": args}
-                         for e in self.exchanges.values() if e.durable for (queue, key), args in e.bindings.items()
+                         for e in self.exchanges.values() if e.durable
+                         for (queue, key), args in e.bindings.items()
                          if queue in self.queues and self.queues[queue].durable],
         }
 

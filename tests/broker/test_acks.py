@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pika
-import pika.frame
 import pika.exceptions
+import pika.frame
 import pytest
 from embedded_support import RawClient, connect, drain, wait_for
 
