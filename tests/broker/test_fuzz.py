@@ -77,6 +77,11 @@ class Model(RuleBasedStateMachine):
         body = str(self.counter).encode()
         self.channels[side].basic_publish("", self.queues[which], body)
         self.ready[self.queues[which]].append((self.counter, body))
+        self._round_trip(side)
+
+    def _round_trip(self, side):
+        # the invariant asks on connection 0: make sure the broker has handled this connection's frames
+        self.channels[side].queue_declare(self.queues[0], passive=True)
 
     @rule(side=st.integers(0, 1), which=st.integers(0, 1))
     def get(self, side, which):
@@ -109,6 +114,7 @@ class Model(RuleBasedStateMachine):
             queue, order, body = self.unacked[side].pop(t)
             if verb in ("nack", "reject"):
                 self._requeue(queue, order, body)
+        self._round_trip(side)
 
     def _requeue(self, queue, order, body):
         self.ready[queue].append((order, body))
