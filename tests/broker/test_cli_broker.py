@@ -1,0 +1,85 @@
+"""The command line: ``broker`` options and exits, and ``worker --embedded-broker`` running real tasks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from embedded_support import BrokerProcess, connect
+
+from minicelery import Celery
+from minicelery.cli import EX_USAGE, build_parser, main
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_broker_options_parse_with_the_documented_defaults():
+    args = build_parser().parse_args(["broker"])
+    assert (args.host, args.port, args.data_dir, args.memory, args.user, args.password) == (
+        "127.0.0.1", 5672, None, False, None, None)
+    args = build_parser().parse_args(["broker", "--port", "0", "--memory", "--user", "u", "--password", "p"])
+    assert (args.port, args.memory, args.user) == (0, True, "u")
+
+
+def test_bad_log_level_and_guest_on_a_public_address_are_refused(capsys):
+    assert main(["broker", "-l", "chatty"]) == EX_USAGE
+    assert "invalid log level" in capsys.readouterr().err
+    assert main(["broker", "--host", "0.0.0.0", "--memory"]) == 78
+    assert "--user and --password" in capsys.readouterr().err
+
+
+def test_sigint_also_stops_the_broker_with_exit_0(tmp_path):
+    broker = BrokerProcess(str(tmp_path))
+    broker.process.send_signal(signal.SIGINT)
+    assert broker.process.wait(20) == 0
+
+
+def test_worker_with_embedded_broker_runs_tasks_and_stops_its_broker(tmp_path):  # priority (4)
+    port = free_port()
+    url = f"amqp://guest:guest@127.0.0.1:{port}//"
+    (tmp_path / "ebtasks.py").write_text(textwrap.dedent("""
+        import os
+        from minicelery import Celery
+        app = Celery("ebtasks", broker=os.environ["EBTASKS_BROKER"], backend="rpc://")
+
+        @app.task
+        def add(x, y):
+            return x + y
+    """))
+    env = dict(os.environ, EBTASKS_BROKER=url, XDG_DATA_HOME=str(tmp_path / "data"),
+               PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    worker = subprocess.Popen([sys.executable, "-m", "minicelery", "-A", "ebtasks", "worker", "-c", "1",
+                               "--embedded-broker"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the broker is up once a connection succeeds
+            try:
+                connect(port).close()
+                break
+            except Exception:  # noqa: BLE001 - not yet listening
+                assert worker.poll() is None, worker.communicate()
+                assert time.monotonic() < deadline, "the embedded broker never listened"
+                time.sleep(0.1)
+        client = Celery("client", broker=url, backend="rpc://")
+        assert client.send_task("ebtasks.add", (2, 3)).get(timeout=30) == 5
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, err
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        assert os.path.isdir(tmp_path / "data" / "minicelery" / "broker" / "journal")  # durable by default
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
