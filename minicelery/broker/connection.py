@@ -11,18 +11,15 @@ connection alone. RabbitMQ's counterpart is ``rabbit_reader``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-import struct
 import time
 from typing import TYPE_CHECKING, Any
 
 import pika.spec as spec
 
-from . import frames, methods, tables
+from . import frames, handshake, methods
 from .channel import Channel
 from .frames import (
-    ACCESS_REFUSED,
     CHANNEL_ERROR,
     COMMAND_INVALID,
     INTERNAL_ERROR,
@@ -39,8 +36,6 @@ if TYPE_CHECKING:  # annotations only
 
 log = logging.getLogger("minicelery.broker")
 
-CAPABILITIES = ("publisher_confirms", "basic.nack", "consumer_cancel_notify", "connection.blocked",
-                "authentication_failure_close", "per_consumer_qos")
 HANDSHAKE_TIMEOUT = 10.0
 CLOSE_OK_TIMEOUT = 2.0
 _CHANNEL_OPEN, _CHANNEL_CLOSE, _CHANNEL_CLOSE_OK = (spec.Channel.Open.INDEX, spec.Channel.Close.INDEX,
@@ -137,7 +132,8 @@ class Connection(asyncio.Protocol):
             if header != frames.PROTOCOL_HEADER:
                 self._reject_header()
                 return
-            self._send_start()
+            self.send(method_frame(0, handshake.start(self.server.config)))
+            self.state = "start"
         error = None
         try:
             found, used = frames.split(self.buf, self.frame_max)
@@ -223,21 +219,23 @@ class Connection(asyncio.Protocol):
             channel.release()
 
     # -- connection methods ---------------------------------------------------------------------------
-    def _send_start(self) -> None:
-        config = self.server.config
-        properties = {"product": "minicelery", "version": config.version, "platform": config.platform,
-                      "information": "minicelery's embedded AMQP 0-9-1 broker",
-                      "copyright": "minicelery contributors",
-                      "capabilities": {name: True for name in CAPABILITIES}}
-        self.send(method_frame(0, spec.Connection.Start(0, 9, properties, "PLAIN AMQPLAIN", "en_US")))
-        self.state = "start"
-
     def _connection_method(self, method: Any) -> None:
         state = self.state
         if state == "start" and isinstance(method, spec.Connection.StartOk):
-            self._authenticate(method)
+            self.client_properties = method.client_properties
+            if not handshake.login(self.server.config, method, self.peer, self.capability(
+                    "authentication_failure_close")):
+                self._end()  # a client that did not ask for a Close gets none (RabbitMQ)
+                return
+            self.state = "tune"
+            config = self.server.config
+            self.send(method_frame(0, spec.Connection.Tune(config.channel_max, config.frame_max,
+                                                           config.heartbeat)))
         elif state == "tune" and isinstance(method, spec.Connection.TuneOk):
-            self._tuned(method)
+            handshake.check_tune(method, self.server.config)
+            self.frame_max, self.channel_max = method.frame_max, method.channel_max
+            self.heartbeat = method.heartbeat
+            self.state = "open"
         elif state == "open" and isinstance(method, spec.Connection.Open):
             if method.virtual_host != "/":
                 raise AMQPError(NOT_ALLOWED, f"vhost {method.virtual_host} not found", 10, 40)
@@ -254,39 +252,6 @@ class Connection(asyncio.Protocol):
         else:
             raise AMQPError(COMMAND_INVALID, f"unexpected {method.NAME} in connection state {state}",
                             method.INDEX >> 16, method.INDEX & 0xFFFF)
-
-    def _authenticate(self, method: spec.Connection.StartOk) -> None:
-        self.client_properties = method.client_properties
-        user, password = _credentials(method.mechanism, method.response)
-        config = self.server.config
-        host = self.peer.rsplit(":", 1)[0]
-        local = host.startswith("127.") or host in ("::1", "localhost")
-        ok = (user is not None and hmac.compare_digest(user.encode(), config.user.encode())
-              and hmac.compare_digest((password or "").encode(), config.password.encode())
-              and (user != "guest" or local))
-        if not ok:
-            log.warning("connection %s: login refused for user %r (mechanism %s)", self.peer, user,
-                        method.mechanism)
-            if user is not None and self.capability("authentication_failure_close"):
-                raise AMQPError(ACCESS_REFUSED, f"Login was refused using authentication mechanism "
-                                                f"{method.mechanism}. For details see the broker logfile.")
-            self._end()
-            return
-        self.state = "tune"
-        self.send(method_frame(0, spec.Connection.Tune(config.channel_max, config.frame_max,
-                                                       config.heartbeat)))
-
-    def _tuned(self, method: spec.Connection.TuneOk) -> None:
-        config = self.server.config
-        if not 4096 <= method.frame_max <= config.frame_max:
-            raise AMQPError(NOT_ALLOWED, f"negotiated frame_max = {method.frame_max} is outside the allowed "
-                                         f"range [4096, {config.frame_max}]", 10, 31)
-        if not 0 < method.channel_max <= config.channel_max:
-            raise AMQPError(NOT_ALLOWED, f"negotiated channel_max = {method.channel_max} is outside the "
-                                         f"allowed range [1, {config.channel_max}]", 10, 31)
-        self.frame_max, self.channel_max = method.frame_max, method.channel_max
-        self.heartbeat = method.heartbeat
-        self.state = "open"
 
     def _closing_method(self, method: Any) -> None:
         if isinstance(method, spec.Connection.Close):
@@ -376,17 +341,3 @@ class Connection(asyncio.Protocol):
             self.send(method_frame(0, spec.Connection.Unblocked()))
         if not self.transport.is_closing():
             self.transport.resume_reading()
-
-
-def _credentials(mechanism: str, response: bytes) -> tuple[str | None, str | None]:
-    """``(user, password)`` from a PLAIN or AMQPLAIN response; ``(None, None)`` for anything else."""
-    try:
-        if mechanism == "PLAIN":
-            _, user, password = response.split(b"\x00", 2)
-            return user.decode(), password.decode()
-        if mechanism == "AMQPLAIN":  # a field table without its length prefix
-            table = tables.decode_table(struct.pack(">I", len(response)) + response, 0)[0]
-            return str(table.get("LOGIN")), str(table.get("PASSWORD"))
-    except (ValueError, AMQPError, UnicodeDecodeError):
-        pass
-    return None, None

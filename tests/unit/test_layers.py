@@ -31,7 +31,8 @@ WHITELIST = {
 }
 
 #: Third-party and heavy modules and the modules allowed to import each (pika: the amqp package).
-BROKER_PIKA = {"broker.frames", "broker.methods", "broker.channel", "broker.connection", "broker.vhost"}
+BROKER_PIKA = {"broker.frames", "broker.methods", "broker.channel", "broker.connection", "broker.vhost",
+               "broker.handshake"}
 SOLE_HOMES = {"pika": {"amqp.link", "amqp.broker", "amqp.connection"} | BROKER_PIKA,
               "multiprocessing": {"worker.pool", "worker.child"},
               "argparse": {"cli"}, "msgpack": {"serialization"}}
