@@ -232,8 +232,9 @@ class VirtualHost:
             queue = self.queues.get(name)
             if queue is None:
                 continue
+            durable = queue.durable and queue.exclusive_owner is None and self.journal is not None
             entry = Entry(self.next_id, message, queue.expiry_for(message, now),
-                          message.persistent and queue.durable and self.journal is not None)
+                          persisted=message.persistent and durable)
             self.next_id += 1
             self.memory += message.size
             if entry.persisted:
