@@ -8,8 +8,10 @@ imports nothing of minicelery; this module is its only way in (besides :mod:`min
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -44,6 +46,9 @@ def add_broker_parser(sub: Any, count: Callable[[int], Callable[[str], int]]) ->
     broker.add_argument("--max-memory", type=count(1), help="bytes of messages held before publishers are "
                                                             "blocked (default: a quarter of the RAM)")
     broker.add_argument("-l", "--loglevel", default="WARNING", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    broker.add_argument("ctl", nargs="*", metavar="ctl COMMAND [ARG ...]",
+                        help="ask the running broker of --data-dir: list_queues, list_connections, "
+                             "list_channels, close_connection ID REASON, stop")
 
 
 def broker_command(args: Any, level: int, version: str) -> int:
@@ -54,6 +59,8 @@ def broker_command(args: Any, level: int, version: str) -> int:
         OperationalError: the port is taken (never a takeover).
         BrokerDataError: the data directory is locked by another broker or damaged.
     """
+    if args.ctl:
+        return control_command(args.ctl, args.data_dir or default_data_dir())
     log.setup(level)
     from .broker import Config, run  # the broker (and asyncio) load only for this command
     from .broker.journal import StoreError
@@ -73,6 +80,28 @@ def broker_command(args: Any, level: int, version: str) -> int:
     except OSError as exc:
         raise OperationalError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}. Another "
                                "broker (RabbitMQ?) may be using that port: stop it or choose another --port.")
+    return 0
+
+
+def control_command(words: list[str], data_dir: str) -> int:
+    """``broker ctl COMMAND [ARGS]``: one request to the control socket of the broker on ``data_dir``."""
+    if words[0] != "ctl" or len(words) < 2:
+        print("minicelery broker: expected `broker ctl COMMAND [ARG ...]`", file=sys.stderr)
+        return 64
+    path = os.path.join(data_dir, "control.sock")
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(30)
+            sock.connect(path)
+            sock.sendall(json.dumps({"command": words[1], "args": words[2:]}).encode() + b"\n")
+            reply = json.loads(sock.makefile("rb").readline())
+    except OSError as exc:
+        raise OperationalError(f"no broker answers on {path} ({exc.strerror or exc}): is one running with "
+                               f"--data-dir {data_dir}?")
+    if not reply.get("ok"):
+        print(f"Error: {reply.get('error')}", file=sys.stderr)
+        return 1
+    print(json.dumps(reply["result"], indent=1))
     return 0
 
 

@@ -16,6 +16,7 @@ import signal
 import time
 from dataclasses import dataclass
 
+from . import control
 from .connection import Connection
 from .frames import CONNECTION_FORCED, AMQPError
 from .journal import Journal
@@ -68,7 +69,9 @@ class Broker:
         self.alarm = False
         self.port = config.port
         self._server: asyncio.base_events.Server | None = None
+        self._control: asyncio.AbstractServer | None = None
         self._ticker: asyncio.TimerHandle | None = None
+        self.stop_requested: asyncio.Event | None = None  # set by the control socket's ``stop``
 
     async def start(self) -> None:
         """Recover the journal (if any), then listen. A port already in use raises ``OSError``."""
@@ -85,8 +88,16 @@ class Broker:
                 self.journal.close()
             raise
         self.port = self._server.sockets[0].getsockname()[1]
+        self.stop_requested = asyncio.Event()
+        if self.config.data_dir:
+            self._control = await control.start(self, self.control_path, self.stop_requested.set)
         self._ticker = loop.call_later(TICK, self._tick)
         log.info("broker listening on %s:%d", self.config.host, self.port)
+
+    @property
+    def control_path(self) -> str:
+        """Where the control socket listens (in the data directory)."""
+        return os.path.join(self.config.data_dir or ".", "control.sock")
 
     async def stop(self) -> None:
         """Graceful shutdown: close the connections (requeueing), flush and sync the journal."""
@@ -94,6 +105,10 @@ class Broker:
             self._ticker.cancel()
         if self._server is not None:
             self._server.close()
+        if self._control is not None:
+            self._control.close()
+            if os.path.exists(self.control_path):
+                os.unlink(self.control_path)
         for connection in list(self.connections):
             connection.close(AMQPError(CONNECTION_FORCED, "broker shutdown", connection=True))
             connection.flush()
@@ -138,7 +153,8 @@ async def serve(config: Config, ready: asyncio.Future[int] | None = None) -> Non
     """Run a broker until SIGTERM or SIGINT; ``ready`` gets the port once it listens."""
     broker = Broker(config)
     await broker.start()
-    stop = asyncio.Event()
+    stop = broker.stop_requested
+    assert stop is not None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
