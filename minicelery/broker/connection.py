@@ -314,30 +314,34 @@ class Connection(asyncio.Protocol):
                 self.send(frames.HEARTBEAT_FRAME)
 
     def published(self) -> None:
-        """A message arrived from this connection (the memory alarm blocks publishing connections)."""
+        """A message arrived from this connection: under the resource alarm, stop reading from it.
+
+        As RabbitMQ does, reading stops at a publish, not at the alarm: a blocked client can still close,
+        and a consumer-only connection keeps acking (or memory would never free).
+        """
         self.last_publish = time.monotonic()
         self.server.check_memory()
-        if self.server.alarm and not self.blocked:
-            self.block("low on memory")
+        if self.server.alarm:
+            self.block(self.server.alarm)
+            if not self.reading_paused and self.transport is not None:
+                self.reading_paused = True
+                self.transport.pause_reading()
 
     def block(self, reason: str) -> None:
-        """The memory alarm: tell the client (if it asked to be told) and stop reading from it.
-
-        Only publishing connections are blocked: a consumer must keep acking, or memory never frees.
-        """
-        if self.blocked or self.transport is None or self.state != "running":
+        """The resource alarm: tell the client, if it declared ``connection.blocked``."""
+        if self.blocked or self.state != "running":
             return
         self.blocked = True
         if self.capability("connection.blocked"):
             self.send(method_frame(0, spec.Connection.Blocked(reason)))
-        self.transport.pause_reading()
 
     def unblock(self) -> None:
         """The alarm cleared: ``Connection.Unblocked`` and read again."""
-        if not self.blocked or self.transport is None:
+        if not self.blocked:
             return
         self.blocked = False
         if self.capability("connection.blocked"):
             self.send(method_frame(0, spec.Connection.Unblocked()))
-        if not self.transport.is_closing():
+        if self.reading_paused and self.transport is not None and not self.transport.is_closing():
+            self.reading_paused = False
             self.transport.resume_reading()

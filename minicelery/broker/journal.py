@@ -24,6 +24,7 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .recovery import StoreError, replay_segments, restore
@@ -84,6 +85,7 @@ class Journal:
         self.waiters: set[Channel] = set()
         self.unsynced_since: float | None = None
         self.failed = False
+        self.on_failure: Callable[[], None] | None = None  # the broker raises its resource alarm
         self._flush_scheduled = False
         self._sync_timer: asyncio.TimerHandle | None = None
 
@@ -199,25 +201,49 @@ class Journal:
         ok = True
         try:
             if data:
-                os.write(self.fd, data)
-                self.active_size += len(data)
-                if self.unsynced_since is None:
-                    self.unsynced_since = time.monotonic()
-                    self._sync_timer = asyncio.get_running_loop().call_later(self.sync_interval, self.sync)
+                self._write(data)
             if (self.waiters or sync) and self.unsynced_since is not None:
                 self.sync()
         except OSError as exc:
             ok = False
-            if not self.failed:
-                log.error("journal write to %s failed: %s (unconfirmed messages are nacked)",
-                          self.directory, exc)
-            self.failed = True
+            self._failed(exc)
         waiters, self.waiters = self.waiters, set()
         for channel in waiters:
             channel.synced(ok)
             channel.connection.flush()
         if self.active_size >= self.segment_size:
             self._rotate()
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError:
+            try:  # take back a partial record, so the segment stays whole (later writes append after it)
+                os.ftruncate(self.fd, self.active_size)
+            except OSError:
+                pass
+            raise
+        self.active_size += len(data)
+        if self.unsynced_since is None:
+            self.unsynced_since = time.monotonic()
+            self._sync_timer = asyncio.get_running_loop().call_later(self.sync_interval, self._timed_sync)
+
+    def _timed_sync(self) -> None:
+        self._sync_timer = None
+        try:
+            self.sync()
+        except OSError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        if not self.failed:
+            log.error("journal write to %s failed: %s: unconfirmed messages are nacked and publishers "
+                      "blocked until the broker restarts", self.directory, exc)
+        self.failed = True
+        if self.on_failure is not None:
+            self.on_failure()
 
     def sync(self) -> None:
         """``fdatasync`` the active segment (the timer of the sync interval, a waiting confirm, shutdown)."""

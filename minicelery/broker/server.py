@@ -65,8 +65,10 @@ class Broker:
         self.journal = Journal(config.data_dir, sync_interval=config.sync_interval,
                                segment_size=config.segment_size) if config.data_dir else None
         self.vhost = VirtualHost(self.journal)
+        if self.journal is not None:
+            self.journal.on_failure = self.check_memory
         self.connections: set[Connection] = set()
-        self.alarm = False
+        self.alarm = ""  # the reason of the resource alarm, when raised
         self.port = config.port
         self._server: asyncio.base_events.Server | None = None
         self._control: asyncio.AbstractServer | None = None
@@ -132,19 +134,21 @@ class Broker:
         self._ticker = asyncio.get_running_loop().call_later(TICK, self._tick)
 
     def check_memory(self) -> None:
-        """Raise the memory alarm above the limit (block publishers), clear it below 80 % of it."""
+        """Raise the resource alarm above the memory limit or after a journal write failed (blocking
+        publishers); clear it below 80 % of the limit (a failed journal keeps it raised)."""
         used = self.vhost.memory
-        if not self.alarm and used > self.max_memory:
-            self.alarm = True
-            log.warning("memory alarm: %d bytes of messages held (limit %d): blocking publishers", used,
-                        self.max_memory)
+        disk = self.journal is not None and self.journal.failed
+        if not self.alarm and (used > self.max_memory or disk):
+            self.alarm = "low on disk" if disk else "low on memory"
+            log.warning("resource alarm (%s): %d bytes of messages held (limit %d): blocking publishers",
+                        self.alarm, used, self.max_memory)
             recent = time.monotonic() - 60
             for connection in self.connections:
                 if connection.last_publish >= recent:
-                    connection.block("low on memory")
-        elif self.alarm and used < self.max_memory * 0.8:
-            self.alarm = False
-            log.warning("memory alarm cleared: unblocking publishers")
+                    connection.block(self.alarm)
+        elif self.alarm and used < self.max_memory * 0.8 and not disk:
+            self.alarm = ""
+            log.warning("resource alarm cleared: unblocking publishers")
             for connection in self.connections:
                 connection.unblock()
 

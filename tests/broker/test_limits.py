@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import pika.spec as spec
+import pytest
 from embedded_support import RawClient, ThreadBroker, connect, drain, wait_for
 
 
@@ -57,4 +58,30 @@ def test_a_consumer_that_stops_reading_does_not_grow_the_broker_without_bound():
     stalled.close()
     publisher.close()
     broker.stop()
+    assert broker.errors == []
+
+
+def test_a_failing_disk_nacks_confirms_and_blocks_publishers(tmp_path):
+    import os
+
+    import pika
+    import pika.exceptions
+
+    broker = ThreadBroker(str(tmp_path))
+    connection = connect(broker.port)
+    reasons = []
+    connection.add_on_connection_blocked_callback(lambda conn, frame: reasons.append(frame.method.reason))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.queue_declare("disk", durable=True)
+    channel.basic_publish("", "disk", b"fine", pika.BasicProperties(delivery_mode=2))
+    journal = broker.broker.journal
+    good_fd = journal.fd
+    broker.call(lambda: setattr(journal, "fd", os.open(os.devnull, os.O_RDONLY)))  # writes now fail
+    with pytest.raises(pika.exceptions.NackError):
+        channel.basic_publish("", "disk", b"lost", pika.BasicProperties(delivery_mode=2))
+    wait_for(lambda: connection.process_data_events(0.05) or reasons == ["low on disk"])
+    connection.close()
+    broker.stop()
+    os.close(good_fd)
     assert broker.errors == []
