@@ -44,23 +44,29 @@ def test_sigint_also_stops_the_broker_with_exit_0(tmp_path):
     assert broker.process.wait(20) == 0
 
 
+TASKS = textwrap.dedent("""
+    import os
+    from minicelery import Celery
+    app = Celery("ebtasks", broker=os.environ["EBTASKS_BROKER"], backend="rpc://")
+
+    @app.task
+    def add(x, y):
+        return x + y
+""")
+
+
+def start_worker(tmp_path, url, *extra):
+    (tmp_path / "ebtasks.py").write_text(TASKS)
+    env = dict(os.environ, EBTASKS_BROKER=url, XDG_DATA_HOME=str(tmp_path / "data"),
+               PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, "-m", "minicelery", "-A", "ebtasks", "worker", "-c", "1", *extra],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_worker_with_embedded_broker_runs_tasks_and_stops_its_broker(tmp_path):  # priority (4)
     port = free_port()
     url = f"amqp://guest:guest@127.0.0.1:{port}//"
-    (tmp_path / "ebtasks.py").write_text(textwrap.dedent("""
-        import os
-        from minicelery import Celery
-        app = Celery("ebtasks", broker=os.environ["EBTASKS_BROKER"], backend="rpc://")
-
-        @app.task
-        def add(x, y):
-            return x + y
-    """))
-    env = dict(os.environ, EBTASKS_BROKER=url, XDG_DATA_HOME=str(tmp_path / "data"),
-               PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    worker = subprocess.Popen([sys.executable, "-m", "minicelery", "-A", "ebtasks", "worker", "-c", "1",
-                               "--embedded-broker"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    worker = start_worker(tmp_path, url, "--embedded-broker")
     try:
         deadline = time.monotonic() + 30
         while True:  # the broker is up once a connection succeeds
@@ -83,3 +89,22 @@ def test_worker_with_embedded_broker_runs_tasks_and_stops_its_broker(tmp_path): 
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+def test_minicelery_worker_runs_plain_tasks_while_eta_tasks_are_held(tmp_path):  # check 23, second half
+    broker = BrokerProcess(None)
+    url = f"amqp://guest:guest@127.0.0.1:{broker.port}//"
+    worker = start_worker(tmp_path, url, "--prefetch-multiplier", "1")
+    try:
+        client = Celery("client", broker=url, backend="rpc://")
+        held = [client.send_task("ebtasks.add", (0, 0), countdown=60) for _ in range(3)]
+        plain = [client.send_task("ebtasks.add", (n, n)) for n in range(5)]
+        assert [r.get(timeout=30) for r in plain] == [0, 2, 4, 6, 8]
+        assert all(not r.ready() for r in held)
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        broker.terminate()
