@@ -263,3 +263,41 @@ def test_missing_things_and_the_default_exchange(target, names):
     channel = connection.channel()
     channel.queue_unbind(queue, exchange, "never-bound")
     connection.close()
+
+
+def test_exclusive_consumers(target, names):
+    connection = connect(target)
+    channel = connection.channel()
+    queue = names()
+    channel.queue_declare(queue)
+    channel.basic_consume(queue, lambda *a: None)
+    assert closed_with(channel, channel.basic_consume, queue, lambda *a: None, exclusive=True) == (
+        403, f"ACCESS_REFUSED - queue '{queue}' in vhost '/' in exclusive use")
+    connection.close()
+
+
+def test_priority_queue_serves_the_highest_priority_first(target, names):
+    connection = connect(target)
+    channel = connection.channel()
+    queue = names("prio")
+    channel.queue_declare(queue, arguments={"x-max-priority": 5})
+    for body, priority in ((b"low", 1), (b"none", None), (b"high", 5), (b"over", 9), (b"mid", 3)):
+        channel.basic_publish("", queue, body, pika.BasicProperties(priority=priority))
+    wait_for(lambda: channel.queue_declare(queue, passive=True).method.message_count == 5)
+    assert [b for _, _, b in drain(channel, queue)] == [b"high", b"over", b"mid", b"low", b"none"]
+    connection.close()
+
+
+def test_headers_exchange_matches_all_or_any(target, names):
+    connection = connect(target)
+    channel = connection.channel()
+    exchange, every, some = names("hx"), names("all"), names("any")
+    channel.exchange_declare(exchange, "headers")
+    for queue, mode in ((every, "all"), (some, "any")):
+        channel.queue_declare(queue)
+        channel.queue_bind(queue, exchange, arguments={"x-match": mode, "a": 1, "b": "x"})
+    for label, headers in (("ab", {"a": 1, "b": "x"}), ("a", {"a": 1}), ("a-str", {"a": "1"}), ("none", {})):
+        channel.basic_publish(exchange, "", label.encode(), pika.BasicProperties(headers=headers))
+    assert sorted(b for _, _, b in drain(channel, every)) == [b"ab"]
+    assert sorted(b for _, _, b in drain(channel, some)) == [b"a", b"ab"]
+    connection.close()
