@@ -43,6 +43,9 @@ def add_broker_parser(sub: Any, count: Callable[[int], Callable[[str], int]]) ->
     broker.add_argument("--memory", action="store_true", help="keep nothing on disk (nothing survives)")
     broker.add_argument("--user", help="the one user's name (default guest, or $MINICELERY_BROKER_USER)")
     broker.add_argument("--password", help="its password (default guest, or $MINICELERY_BROKER_PASSWORD)")
+    broker.add_argument("--password-file", help="read the password from this file (its first line)")
+    broker.add_argument("--sync-interval", type=float, default=0.2,
+                        help="seconds between journal syncs when no publisher confirm waits (default 0.2)")
     broker.add_argument("--max-memory", type=count(1), help="bytes of messages held before publishers are "
                                                             "blocked (default: a quarter of the RAM)")
     broker.add_argument("-l", "--loglevel", default="WARNING", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
@@ -66,13 +69,14 @@ def broker_command(args: Any, level: int, version: str) -> int:
     from .broker.journal import StoreError
 
     user = args.user or os.environ.get("MINICELERY_BROKER_USER") or "guest"
-    password = args.password or os.environ.get("MINICELERY_BROKER_PASSWORD") or "guest"
+    password = args.password or _password_file(args.password_file) or \
+        os.environ.get("MINICELERY_BROKER_PASSWORD") or "guest"
     if args.host not in LOCAL_HOSTS and user == "guest":
         raise ImproperlyConfigured(f"refusing to listen on {args.host} with the default guest account: give "
                                    "--user and --password (guest may only log in from this machine)")
     data_dir = None if args.memory else (args.data_dir or default_data_dir())
     config = Config(host=args.host, port=args.port, data_dir=data_dir, user=user, password=password,
-                    version=version, max_memory=args.max_memory or 0)
+                    version=version, max_memory=args.max_memory or 0, sync_interval=args.sync_interval)
     try:
         run(config)
     except StoreError as exc:
@@ -81,6 +85,16 @@ def broker_command(args: Any, level: int, version: str) -> int:
         raise OperationalError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}. Another "
                                "broker (RabbitMQ?) may be using that port: stop it or choose another --port.")
     return 0
+
+
+def _password_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.readline().rstrip("\n")
+    except OSError as exc:
+        raise ImproperlyConfigured(f"cannot read --password-file {path}: {exc.strerror or exc}")
 
 
 def control_command(words: list[str], data_dir: str) -> int:

@@ -35,6 +35,8 @@ from .queue import Consumer, Entry, Queue
 if TYPE_CHECKING:  # annotations only
     from .connection import Connection
 
+MAX_CONSUMERS = 10_000  #: per channel (spec limits table)
+
 
 class Channel:
     """One open channel of a connection."""
@@ -262,6 +264,9 @@ class Channel:
         tag = method.consumer_tag or f"amq.ctag-{uuid.uuid4().hex[:22]}"
         if tag in self.consumers:
             raise AMQPError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", connection=True)
+        if len(self.consumers) >= MAX_CONSUMERS:
+            raise AMQPError(NOT_ALLOWED, f"more than {MAX_CONSUMERS} consumers on one channel",
+                            connection=True)
         if queue.consumers and (method.exclusive or any(c.exclusive for c in queue.consumers)):
             raise AMQPError(403, f"queue '{queue.name}' in vhost '/' in exclusive use")
         consumer = Consumer(tag, self, queue, method.no_ack, method.exclusive, self.consumer_prefetch)

@@ -69,6 +69,12 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if len(self.server.connections) >= self.server.config.max_connections:
+            log.warning("connection %s refused: %d connections already", self.peer,
+                        len(self.server.connections))
+            self.state = "closed"
+            transport.close()
+            return
         self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:  # noqa: D102

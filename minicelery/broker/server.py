@@ -51,6 +51,7 @@ class Config:
     max_message_size: int = 16 << 20
     max_memory: int = 0                # 0: default_max_memory()
     sync_interval: float = 0.2
+    max_connections: int = 1000
     segment_size: int = 16 << 20
     version: str = "0"
     platform: str = f"Python {platform.python_version()}"

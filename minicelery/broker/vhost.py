@@ -180,6 +180,7 @@ class VirtualHost:
             exchange.bind(queue.name, method.routing_key, method.arguments)
         else:
             exchange.unbind(queue.name, method.routing_key)
+            self._auto_delete(exchange)
         if queue.durable and exchange.durable and queue.exclusive_owner is None:
             self.definitions_changed()
         return spec.Queue.BindOk() if isinstance(method, spec.Queue.Bind) else spec.Queue.UnbindOk()
@@ -200,11 +201,20 @@ class VirtualHost:
         entries = queue.purge()
         for entry in entries:
             self.settle(queue, entry)
-        for exchange in self.exchanges.values():
-            exchange.unbind_queue(queue.name)
+        for exchange in list(self.exchanges.values()):
+            if any(bound == queue.name for bound, _ in exchange.bindings):
+                exchange.unbind_queue(queue.name)
+                self._auto_delete(exchange)
         if queue.durable and queue.exclusive_owner is None:
             self.definitions_changed()
         return len(entries)
+
+    def _auto_delete(self, exchange: Exchange) -> None:
+        # RabbitMQ deletes an auto-delete exchange when its last binding goes
+        if exchange.auto_delete and not exchange.bindings and self.exchanges.get(exchange.name) is exchange:
+            del self.exchanges[exchange.name]
+            if exchange.durable:
+                self.definitions_changed()
 
     def remove_consumer(self, consumer: Consumer) -> None:
         """A consumer ended: an auto-delete queue goes with its last consumer."""

@@ -108,3 +108,17 @@ def test_minicelery_worker_runs_plain_tasks_while_eta_tasks_are_held(tmp_path): 
             worker.kill()
             worker.wait()
         broker.terminate()
+
+
+def test_user_and_password_file(tmp_path):
+    import pika
+    import pika.exceptions
+
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    broker = BrokerProcess(None, "--user", "alice", "--password-file", str(secret), "--sync-interval", "0.05")
+    connect(broker.port, credentials=pika.PlainCredentials("alice", "s3cret")).close()
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        connect(broker.port)  # guest/guest is not the account any more
+    code, err = broker.terminate()
+    assert code == 0 and "login refused for user 'guest'" in err and "s3cret" not in err

@@ -301,3 +301,17 @@ def test_headers_exchange_matches_all_or_any(target, names):
     assert sorted(b for _, _, b in drain(channel, every)) == [b"ab"]
     assert sorted(b for _, _, b in drain(channel, some)) == [b"a", b"ab"]
     connection.close()
+
+
+def test_an_auto_delete_exchange_goes_with_its_last_binding(target, names):
+    connection = connect(target)
+    channel = connection.channel()
+    exchange, queue = names("adx"), names()
+    channel.exchange_declare(exchange, "direct", auto_delete=True)
+    channel.queue_declare(queue)
+    channel.queue_bind(queue, exchange, "k")
+    channel.exchange_declare(exchange, "direct", passive=True)
+    channel.queue_unbind(queue, exchange, "k")
+    assert closed_with(channel, channel.exchange_declare, exchange, "direct", passive=True) == (
+        404, f"NOT_FOUND - no exchange '{exchange}' in vhost '/'")
+    connection.close()
