@@ -87,6 +87,7 @@ class Journal:
         self.failed = False
         self.on_failure: Callable[[], None] | None = None  # the broker raises its resource alarm
         self._flush_scheduled = False
+        self._compacting = False
         self._sync_timer: asyncio.TimerHandle | None = None
 
     # -- opening and recovery -------------------------------------------------------------------------
@@ -264,19 +265,27 @@ class Journal:
 
     def _compact(self) -> None:
         """Delete dead sealed segments oldest first; copy the live records of a sparse oldest one forward."""
-        while self.sealed:
-            oldest = self.sealed[0]
-            live = self.segment_entries.get(oldest, set())
-            if live:
-                sealed_bytes = sum(_size(self._path(n)) for n in self.sealed)
-                if sealed_bytes < COMPACT_FACTOR * self.segment_size or \
-                        len(live) * 2 > len(live) + _dead_guess(self, oldest):
-                    return
-                self._copy_forward(oldest, live)
-            self.sealed.pop(0)
-            self.segment_entries.pop(oldest, None)
-            os.unlink(self._path(oldest))
-            log.debug("journal: segment %08d compacted away", oldest)
+        if self._compacting:
+            return  # copying forward flushes, which may rotate, which compacts: once at a time
+        self._compacting = True
+        try:
+            while self.sealed and not self.failed:
+                oldest = self.sealed[0]
+                live = self.segment_entries.get(oldest, set())
+                if live:
+                    sealed_bytes = sum(_size(self._path(n)) for n in self.sealed)
+                    if sealed_bytes < COMPACT_FACTOR * self.segment_size or \
+                            len(live) * 2 > len(live) + _dead_guess(self, oldest):
+                        return
+                    self._copy_forward(oldest, live)
+                    if self.failed:
+                        return  # the copies may not be on disk: keep the original
+                self.sealed.remove(oldest)
+                self.segment_entries.pop(oldest, None)
+                os.unlink(self._path(oldest))
+                log.debug("journal: segment %08d compacted away", oldest)
+        finally:
+            self._compacting = False
 
     def _copy_forward(self, segment: int, live: set[int]) -> None:
         for entry_id in sorted(live):
