@@ -22,7 +22,7 @@ from typing import Any
 
 from . import __version__, log
 from .app import Celery
-from .embedded import BrokerChild, add_broker_parser, broker_command
+from .embedded import add_broker_parser, broker_command, with_embedded_broker
 from .exceptions import BrokerDataError, CeleryError, ImproperlyConfigured, OperationalError, TimeoutError
 from .imports import find_app
 
@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="versions and the (censored) configuration")
     _common(report, argparse.SUPPRESS)
     add_broker_parser(sub, _at_least)
+    demo = sub.add_parser("demo", help="the zero-setup tour: a broker, a worker and a client on this machine")
+    demo.add_argument("-c", "--concurrency", type=_at_least(1), help="worker child processes (default: CPUs)")
+    demo.add_argument("-n", "--count", type=_at_least(1), default=300, help="additions to send (default 300)")
     return parser
 
 
@@ -126,14 +129,17 @@ def main(argv: list[str] | None = None, app: Celery | None = None) -> int:
     try:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
         if args.command is None:
-            raise UsageError("minicelery: give a command: worker, call, result, purge, report or broker "
-                             "(see --help)")
+            raise UsageError("minicelery: give a command: worker, call, result, purge, report, broker or "
+                             "demo (see --help)")
         if args.command == "broker":  # needs no app
             try:
                 level = log.parse_level(args.loglevel)
             except ValueError as exc:
                 raise UsageError(f"minicelery broker: {exc}")
             return broker_command(args, level, __version__)
+        if args.command == "demo":
+            from .demo import run_demo  # its app and tasks load only for this command
+            return run_demo(args.count, args.concurrency)
         app = app or _load_app(args.app)
         if args.broker:
             app.conf.broker_url = args.broker
@@ -189,14 +195,7 @@ def worker_command(app: Celery, args: argparse.Namespace) -> int:
                     heartbeat=0 if args.without_heartbeat else None, app_spec=args.app,
                     start_method=args.start_method, time_limit=args.time_limit,
                     soft_time_limit=args.soft_time_limit)
-    if not args.embedded_broker:
-        return worker.start()
-    child = BrokerChild(conf.broker_url)
-    child.start()
-    try:
-        return worker.start()
-    finally:
-        child.stop()
+    return with_embedded_broker(conf.broker_url, worker.start) if args.embedded_broker else worker.start()
 
 
 def call_command(app: Celery, args: argparse.Namespace) -> int:

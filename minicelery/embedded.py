@@ -21,7 +21,8 @@ from . import log
 from .exceptions import BrokerDataError, ImproperlyConfigured, OperationalError
 from .urls import parse_broker_url
 
-__all__ = ["add_broker_parser", "broker_command", "default_data_dir", "BrokerChild", "LOCAL_HOSTS"]
+__all__ = ["add_broker_parser", "broker_command", "default_data_dir", "with_embedded_broker", "BrokerChild",
+           "LOCAL_HOSTS"]
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 START_TIMEOUT = 30.0
@@ -119,10 +120,20 @@ def control_command(words: list[str], data_dir: str) -> int:
     return 0
 
 
+def with_embedded_broker(broker_url: str | None, run: Callable[[], int]) -> int:
+    """``worker --embedded-broker``: run ``run()`` (the worker) with a broker child beside it."""
+    child = BrokerChild(broker_url)
+    child.start()
+    try:
+        return run()
+    finally:
+        child.stop()
+
+
 class BrokerChild:
     """The broker process ``worker --embedded-broker`` runs beside the worker."""
 
-    def __init__(self, broker_url: str | None, data_dir: str | None = None) -> None:
+    def __init__(self, broker_url: str | None, data_dir: str | None = None, port: int | None = None) -> None:
         address = parse_broker_url(broker_url)
         if address.host not in LOCAL_HOSTS:
             raise ImproperlyConfigured(f"--embedded-broker serves this machine only, but the broker URL "
@@ -131,12 +142,13 @@ class BrokerChild:
         self.address = address
         self.data_dir = data_dir
         self.process: subprocess.Popen[str] | None = None
+        self.port = address.port if port is None else port  # 0: a free one, known after start()
 
     def start(self) -> None:
         """Start the broker and wait until it listens (its first line of output says so)."""
         host = "127.0.0.1" if self.address.host == "localhost" else self.address.host
         command = [sys.executable, "-m", "minicelery", "broker", "--host", host,
-                   "--port", str(self.address.port)]
+                   "--port", str(self.port)]
         if self.data_dir:
             command += ["--data-dir", self.data_dir]
         env = dict(os.environ, MINICELERY_BROKER_USER=self.address.userid,
@@ -146,8 +158,9 @@ class BrokerChild:
         line = self.process.stdout.readline()  # "minicelery broker listening on ...", or EOF when it failed
         if "listening" not in line:
             code = self.process.wait()
-            raise OperationalError(f"the embedded broker did not start on {host}:{self.address.port} "
+            raise OperationalError(f"the embedded broker did not start on {host}:{self.port} "
                                    f"(exit {code}); see its message above")
+        self.port = int(line.rsplit(":", 1)[1])  # the port it chose, when told 0
 
     def stop(self) -> int:
         """Stop the broker (SIGTERM: it flushes its journal) and return its exit code."""

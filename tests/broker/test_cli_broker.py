@@ -122,3 +122,15 @@ def test_user_and_password_file(tmp_path):
         connect(broker.port)  # guest/guest is not the account any more
     code, err = broker.terminate()
     assert code == 0 and "login refused for user 'guest'" in err and "s3cret" not in err
+
+
+def test_demo_runs_the_tour_without_rabbitmq_and_cleans_up(tmp_path):
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "minicelery", "demo", "-n", "50", "-c", "1"], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "50 additions: 50 right, 0 wrong" in done.stdout
+    assert "retry      -> 'succeeded after 1 retry'" in done.stdout
+    assert "failure    -> ValueError('this task fails on purpose')" in done.stdout
+    assert "countdown  -> 42" in done.stdout
+    assert list(tmp_path.iterdir()) == []  # the temporary data directory is gone
