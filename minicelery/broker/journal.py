@@ -191,7 +191,13 @@ class Journal:
     def _schedule(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001 - a callback must never raise into the loop
+            log.exception("journal flush failed")
 
     # -- writing --------------------------------------------------------------------------------------
     def flush(self, *, sync: bool = False) -> None:
@@ -282,7 +288,10 @@ class Journal:
                         return  # the copies may not be on disk: keep the original
                 self.sealed.remove(oldest)
                 self.segment_entries.pop(oldest, None)
-                os.unlink(self._path(oldest))
+                try:
+                    os.unlink(self._path(oldest))
+                except FileNotFoundError:
+                    pass
                 log.debug("journal: segment %08d compacted away", oldest)
         finally:
             self._compacting = False

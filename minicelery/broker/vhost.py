@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,8 @@ from .queue import Consumer, Entry, Queue
 if TYPE_CHECKING:  # annotations only
     from .channel import Channel
     from .journal import Journal
+
+log = logging.getLogger("minicelery.broker")
 
 PREDECLARED = (("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
                ("amq.headers", "headers"), ("amq.match", "headers"))
@@ -317,7 +320,10 @@ class VirtualHost:
         pending, self._pending = self._pending, {}
         for queue in pending.values():
             if not queue.deleted:
-                queue.dispatch()
+                try:
+                    queue.dispatch()
+                except Exception:  # noqa: BLE001 - a callback must never raise into the loop
+                    log.exception("dispatching queue %r failed", queue.name)
 
     def tick(self) -> None:
         """Periodic work: expire messages at the queues' heads, delete queues whose x-expires ran out."""
