@@ -64,7 +64,8 @@ class Connection(asyncio.Protocol):
         self._flush_scheduled = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """A client connected: remember its address (or refuse it above the connection limit)."""
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
@@ -77,7 +78,8 @@ class Connection(asyncio.Protocol):
             return
         self.server.connections.add(self)
 
-    def data_received(self, data: bytes) -> None:  # noqa: D102
+    def data_received(self, data: bytes) -> None:
+        """Handle every complete frame received, then write the replies in one go."""
         self.last_recv = time.monotonic()
         if self.state == "closed":
             return
@@ -91,15 +93,18 @@ class Connection(asyncio.Protocol):
             self.close(AMQPError(INTERNAL_ERROR, "internal error", connection=True))
         self.flush()
 
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The socket closed, cleanly or not: requeue, cancel, delete exclusive queues."""
         self._release()
         self.state = "closed"
         self.server.connections.discard(self)
 
-    def pause_writing(self) -> None:  # noqa: D102 - the socket's buffer is full: stop delivering to it
+    def pause_writing(self) -> None:
+        """The socket's buffer is full: stop delivering to it (prefetch does not bound no_ack consumers)."""
         self.writing_paused = True
 
-    def resume_writing(self) -> None:  # noqa: D102
+    def resume_writing(self) -> None:
+        """The buffer drained: deliver again."""
         self.writing_paused = False
         for channel in list(self.channels.values()):
             channel.redispatch()
