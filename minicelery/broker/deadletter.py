@@ -9,6 +9,7 @@ header holding a double keeps it (pika's codec would turn ``1.5`` into ``1``).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from . import content, tables
@@ -17,9 +18,13 @@ from .content import Message
 if TYPE_CHECKING:  # annotations only
     from .queue import Queue
 
+log = logging.getLogger("minicelery.broker")
 
-def dead_lettered(message: Message, queue: Queue, reason: str, exchange: str) -> Message:
-    """The message to publish to ``exchange`` for ``message`` leaving ``queue`` because of ``reason``."""
+
+def dead_lettered(message: Message, queue: Queue, reason: str,
+                  exchange: str) -> tuple[Message, list[dict[str, Any]]]:
+    """The message to publish to ``exchange`` for ``message`` leaving ``queue`` because of ``reason``, and
+    its ``x-death`` entries (newest first)."""
     found = content.fields(message.header)
     raw_headers = found.get(content.HEADERS_BIT)
     entries = tables.raw_entries(raw_headers) if raw_headers else []
@@ -50,4 +55,16 @@ def dead_lettered(message: Message, queue: Queue, reason: str, exchange: str) ->
     header = content.rewrite(message.header, tables.join_entries(kept), drop_expiration=True)
     routing_key = queue.arguments.get("x-dead-letter-routing-key") or message.routing_key
     return Message(exchange, routing_key, header, message.body, persistent=message.persistent,
-                   priority=message.priority, expiration=None)
+                   priority=message.priority, expiration=None), deaths
+
+
+def is_cycle(queue: str, deaths: list[dict[str, Any]]) -> bool:
+    """Whether dead-lettering into ``queue`` closes a cycle with no rejection in it (RabbitMQ drops those:
+    an expiry loop would otherwise go round for ever)."""
+    for death in deaths:  # newest first, back to the last time the message left ``queue``
+        if death.get("reason") == "rejected":
+            return False
+        if death.get("queue") == queue:
+            log.warning("message dropped: dead-letter cycle through queue %r", queue)
+            return True
+    return False

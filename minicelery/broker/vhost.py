@@ -13,6 +13,7 @@ import base64
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pika.spec as spec
@@ -229,8 +230,12 @@ class VirtualHost:
             self.delete_queue(queue)
 
     # -- messages -------------------------------------------------------------------------------------
-    def publish(self, message: content.Message) -> tuple[bool, bool]:
-        """Route and enqueue ``message``: (routed anywhere, a journal sync is needed for its confirm)."""
+    def publish(self, message: content.Message,
+                skip: Callable[[str], bool] | None = None) -> tuple[bool, bool]:
+        """Route and enqueue ``message``: (routed anywhere, a journal sync is needed for its confirm).
+
+        ``skip(queue name)`` leaves a routed queue out (dead-letter cycles).
+        """
         if not message.exchange:
             names = {message.routing_key} if message.routing_key in self.queues else set()
         else:
@@ -243,7 +248,7 @@ class VirtualHost:
         needs_sync, now = False, time.monotonic()
         for name in names:
             queue = self.queues.get(name)
-            if queue is None:
+            if queue is None or (skip is not None and skip(name)):
                 continue
             durable = queue.durable and queue.exclusive_owner is None and self.journal is not None
             entry = Entry(self.next_id, message, queue.expiry_for(message, now),
@@ -278,8 +283,9 @@ class VirtualHost:
         target = queue.arguments.get("x-dead-letter-exchange")
         if target is None or (target and target not in self.exchanges):
             return
-        from .deadletter import dead_lettered  # noqa: PLC0415 - rare path, keeps this module small
-        self.publish(dead_lettered(entry.message, queue, reason, target))
+        from .deadletter import dead_lettered, is_cycle  # noqa: PLC0415 - rare path
+        message, deaths = dead_lettered(entry.message, queue, reason, target)
+        self.publish(message, lambda name: is_cycle(name, deaths))
 
     def wait_for_sync(self, channel: Channel) -> None:
         """``channel`` has confirms waiting for the journal's next sync."""

@@ -105,3 +105,19 @@ def test_dead_lettering_keeps_a_double_header(target, names):
     assert body == b"abc" and b"\x01fd" + struct.pack(">d", 1.5) in header
     raw.close()
     connection.close()
+
+
+def test_an_expiry_cycle_is_dropped_not_looped_for_ever(target, names):
+    connection = connect(target)
+    channel = connection.channel()
+    first, second = names("ping"), names("pong")
+    channel.queue_declare(first, arguments={"x-message-ttl": 0, "x-dead-letter-exchange": "",
+                                            "x-dead-letter-routing-key": second})
+    channel.queue_declare(second, arguments={"x-message-ttl": 0, "x-dead-letter-exchange": "",
+                                             "x-dead-letter-routing-key": first})
+    channel.basic_publish("", first, b"round and round")
+    for queue in (first, second):
+        wait_for(lambda queue=queue: channel.queue_declare(queue, passive=True).method.message_count == 0)
+    other = names("alive")
+    channel.queue_declare(other)  # the broker still answers
+    connection.close()
