@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # annotations only
 
 log = logging.getLogger("minicelery.broker")
 
-HANDSHAKE_TIMEOUT = 10.0
 CLOSE_OK_TIMEOUT = 2.0
 _CHANNEL_OPEN, _CHANNEL_CLOSE, _CHANNEL_CLOSE_OK = (spec.Channel.Open.INDEX, spec.Channel.Close.INDEX,
                                                    spec.Channel.CloseOk.INDEX)
@@ -315,7 +314,8 @@ class Connection(asyncio.Protocol):
 
     def tick(self, now: float) -> None:
         """Heartbeats and timeouts (the broker calls this every 100 ms)."""
-        if self.state in ("header", "start", "tune", "open") and now - self.created > HANDSHAKE_TIMEOUT:
+        if self.state in ("header", "start", "tune", "open") and \
+                now - self.created > self.server.config.handshake_timeout:
             self.abort()
         elif self.heartbeat and self.state == "running":
             if now - self.last_recv > self.heartbeat * 2.5:

@@ -52,6 +52,7 @@ class Config:
     max_memory: int = 0                # 0: default_max_memory()
     sync_interval: float = 0.2
     max_connections: int = 1000
+    handshake_timeout: float = 10.0    # a connection not open by then is dropped (RabbitMQ: 10 s)
     segment_size: int = 16 << 20
     version: str = "0"
     platform: str = f"Python {platform.python_version()}"

@@ -151,3 +151,18 @@ def test_duplicate_consumer_tag_closes_the_connection(target, names):
     close = raw.close_reply()
     assert (close.reply_code, close.reply_text) == (530, "NOT_ALLOWED - attempt to reuse consumer tag 'dup'")
     raw.close()
+
+
+@pytest.mark.parametrize("sent", [b"AMQP", b"AMQP\x00\x00\x09\x01"])
+def test_a_connection_that_never_finishes_its_handshake_is_dropped(sent):
+    from embedded_support import ThreadBroker
+
+    broker = ThreadBroker(None, handshake_timeout=0.5)
+    raw = RawClient(broker.port, handshake=False)
+    raw.send(sent)
+    started = time.monotonic()
+    assert raw.closed(timeout=5)
+    assert 0.4 < time.monotonic() - started < 3
+    raw.close()
+    broker.stop()
+    assert broker.errors == []
