@@ -40,13 +40,6 @@ def target(request: pytest.FixtureRequest) -> int:
 
 
 @pytest.fixture
-def is_rabbitmq(request: pytest.FixtureRequest) -> bool:
-    """Whether this run of a check is against RabbitMQ."""
-    return getattr(request.node, "callspec", None) is not None and \
-        request.node.callspec.params.get("target") == "rabbitmq"
-
-
-@pytest.fixture
 def names(target: int) -> Iterator[Callable[[str], str]]:
     """``names(prefix) -> 'ebt.<prefix>.<hex>'``; queues and exchanges of those names go at teardown."""
     given: list[str] = []
