@@ -93,6 +93,7 @@ class Journal:
     # -- opening and recovery -------------------------------------------------------------------------
     def open(self, vhost: VirtualHost) -> None:
         """Lock the directory, load the definitions, replay the segments into ``vhost``."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)  # (intermediate directories get the umask's)
         os.makedirs(self.segments_dir, mode=0o700, exist_ok=True)
         self._lock()
         try:

@@ -115,10 +115,12 @@ def test_damage_in_an_older_record_refuses_to_start(tmp_path):  # check 35
     assert "exit 65" in str(info.value) and f"{segment} is damaged at offset 0" in str(info.value)
 
 
-def test_two_brokers_never_share_a_directory(tmp_path):
-    broker = BrokerProcess(str(tmp_path))
+def test_two_brokers_never_share_a_directory_and_files_are_private(tmp_path):
+    broker = BrokerProcess(str(tmp_path / "data"))
+    assert os.stat(tmp_path / "data").st_mode & 0o777 == 0o700
+    assert all(os.stat(path).st_mode & 0o777 == 0o600 for path in data_files(str(tmp_path / "data")))
     with pytest.raises(AssertionError) as info:
-        BrokerProcess(str(tmp_path))
+        BrokerProcess(str(tmp_path / "data"))
     assert "exit 65" in str(info.value) and "in use by another broker" in str(info.value)
     broker.terminate()
 
