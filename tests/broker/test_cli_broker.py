@@ -134,3 +134,13 @@ def test_demo_runs_the_tour_without_rabbitmq_and_cleans_up(tmp_path):
     assert "failure    -> ValueError('this task fails on purpose')" in done.stdout
     assert "countdown  -> 42" in done.stdout
     assert list(tmp_path.iterdir()) == []  # the temporary data directory is gone
+
+
+def test_embedded_broker_serves_local_hosts_only():
+    from minicelery.embedded import BrokerChild
+    from minicelery.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured) as info:
+        BrokerChild("amqp://guest:guest@rabbit.example.com:5672//")
+    assert "serves this machine only" in str(info.value) and "127.0.0.1:5672" in str(info.value)
+    assert BrokerChild("amqp://localhost:5673//").port == 5673
