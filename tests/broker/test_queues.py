@@ -315,3 +315,21 @@ def test_an_auto_delete_exchange_goes_with_its_last_binding(target, names):
     assert closed_with(channel, channel.exchange_declare, exchange, "direct", passive=True) == (
         404, f"NOT_FOUND - no exchange '{exchange}' in vhost '/'")
     connection.close()
+
+
+def test_x_expires_as_int64_is_equivalent_to_int32(target, names):  # check 9: clients disagree on encodings
+    import struct
+
+    import pika.spec as spec
+    from embedded_support import RawClient
+
+    queue = names("reply")
+    channel = connect(target).channel()
+    channel.queue_declare(queue, durable=True, auto_delete=True, arguments={"x-expires": 86400000})  # 'I'
+    raw = RawClient(target)
+    table = b"\x09x-expiresl" + struct.pack(">q", 86400000)
+    arguments = struct.pack(">HH", 50, 10) + b"\x00\x00" + bytes((len(queue),)) + queue.encode() + b"\x0a" \
+        + struct.pack(">I", len(table)) + table  # durable + auto_delete
+    raw.frame(1, 1, arguments)
+    assert raw.expect(spec.Queue.DeclareOk).queue == queue
+    raw.close()
