@@ -122,6 +122,24 @@ def test_celery_eta_tasks_do_not_starve_new_ones(embedded, celery_worker):  # ch
     app.close()
 
 
+def test_celery_client_to_a_minicelery_worker_with_float_headers(embedded):  # check 13
+    queue = f"ebmini-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, INTEROP_BROKER_URL=url(embedded), INTEROP_QUEUE=queue,
+               PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "interop"), str(REPO)]))
+    worker = subprocess.Popen([sys.executable, "-m", "minicelery", "-A", "mini_side", "worker", "-c", "1",
+                               "-Q", queue], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        app = celery_client(embedded, queue)
+        # timelimit travels as the header [30.5, 20.25]: doubles, which the broker passes through untouched
+        result = app.send_task("interop.echo", (1.5, "x"), {"k": 2.25}, time_limit=30.5, soft_time_limit=20.25)
+        assert result.get(timeout=30) == {"args": [1.5, "x"], "kwargs": {"k": 2.25}}
+        app.close()
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
 def test_dramatiq_failing_actor_lands_in_its_dead_letter_queue(embedded):  # check 31
     import dramatiq
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
