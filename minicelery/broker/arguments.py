@@ -66,6 +66,9 @@ def validate_queue(name: str, arguments: dict[str, Any]) -> None:
     for key in _STRINGS:
         if key in arguments and not isinstance(arguments[key], str):
             raise bad(key, f"{{unacceptable_type,{type_name(arguments[key])}}}")
+    overflow = arguments.get("x-overflow", "drop-head")
+    if overflow not in ("drop-head", "reject-publish", "reject-publish-dlx"):
+        raise bad("x-overflow", f"{{unknown_overflow_type,{overflow}}}")
     kind = arguments.get("x-queue-type", "classic")
     if kind != "classic":
         raise AMQPError(PRECONDITION_FAILED, f"invalid arg 'x-queue-type' for queue '{name}' in vhost '/': "

@@ -51,7 +51,7 @@ class Channel:
         self.confirming = False
         self.publish_seq = 0
         self.confirmed = 0           # highest publish sequence confirmed so far
-        self.waiting: list[int] = []  # sequences waiting for the journal's sync, in order
+        self.waiting: list[tuple[int, bool]] = []  # (sequence, accepted) waiting for the journal's sync
         self.closing = False         # we sent Channel.Close and wait for CloseOk
         self._publish: spec.Basic.Publish | None = None
         self._header = b""
@@ -115,7 +115,7 @@ class Channel:
             exc.class_id, exc.method_id = 60, 40
             raise
         self.connection.published()
-        routed, needs_sync = self.vhost.publish(message)
+        routed, needs_sync, refused = self.vhost.publish(message)
         if not routed and publish.mandatory:
             self.connection.send_many([method_frame(self.number, spec.Basic.Return(
                 NO_ROUTE, "NO_ROUTE", publish.exchange, publish.routing_key))]
@@ -123,24 +123,25 @@ class Channel:
         if self.confirming:
             self.publish_seq += 1
             if needs_sync or self.waiting:
-                self.waiting.append(self.publish_seq)
+                self.waiting.append((self.publish_seq, not refused))
                 self.vhost.wait_for_sync(self)
             else:
                 self.confirmed = self.publish_seq
-                self.send(spec.Basic.Ack(self.publish_seq, False))
+                self.send((spec.Basic.Nack if refused else spec.Basic.Ack)(self.publish_seq, False))
 
     def synced(self, ok: bool) -> None:
-        """The journal's sync finished: confirm (or, when the write failed, nack) what waited for it."""
+        """The journal's sync finished: confirm what waited for it (nack what a full queue refused, or
+        everything when the write failed), as one ``multiple`` ack when it can."""
         if not self.waiting or self.closing:
             return
-        last, first = self.waiting[-1], self.waiting[0]
-        method = spec.Basic.Ack if ok else spec.Basic.Nack
-        if first == self.confirmed + 1:
-            self.send(method(last, len(self.waiting) > 1))
+        waiting, self.waiting = self.waiting, []
+        last = waiting[-1][0]
+        if ok and waiting[0][0] == self.confirmed + 1 and all(accepted for _, accepted in waiting):
+            self.send(spec.Basic.Ack(last, len(waiting) > 1))
         else:
-            for seq in self.waiting:
-                self.send(method(seq, False))
-        self.confirmed, self.waiting = last, []
+            for seq, accepted in waiting:
+                self.send((spec.Basic.Ack if ok and accepted else spec.Basic.Nack)(seq, False))
+        self.confirmed = last
 
     def _on_publish(self, method: spec.Basic.Publish) -> None:
         if method.immediate:

@@ -103,6 +103,7 @@ class Queue:
         self.expires: int | None = arguments.get("x-expires")
         self.max_priority: int = arguments.get("x-max-priority") or 0
         self.max_length: int | None = arguments.get("x-max-length")
+        self.overflow: str = arguments.get("x-overflow", "drop-head")
         self.levels = [ReadyList() for _ in range(self.max_priority + 1)]
         self.consumers: deque[Consumer] = deque()
         self.last_used = time.monotonic()
@@ -117,6 +118,11 @@ class Queue:
     def _level(self, entry: Entry) -> ReadyList:
         return self.levels[min(entry.message.priority, self.max_priority)]
 
+    def refuses(self) -> bool:
+        """Whether a new message is refused: ``x-overflow`` ``reject-publish(-dlx)`` at ``x-max-length``
+        (ready messages count, as in RabbitMQ)."""
+        return self.max_length is not None and self.overflow != "drop-head" and self.ready >= self.max_length
+
     def expiry_for(self, message: Message, now: float) -> float | None:
         """When a message enqueued now expires (the smaller of the queue's and the message's TTL)."""
         ttls = [t for t in (self.ttl, message.expiration) if t is not None]
@@ -128,7 +134,7 @@ class Queue:
         An entry whose TTL is 0 is delivered if a consumer can take it at once, else dropped (RabbitMQ).
         """
         self._level(entry).fresh.append(entry)
-        if self.max_length is not None:
+        if self.max_length is not None and self.overflow == "drop-head":
             while self.ready > self.max_length:
                 self.broker.dead_letter(self, self._pop_any(), "maxlen")
         self.dispatch(now)

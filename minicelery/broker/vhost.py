@@ -231,8 +231,9 @@ class VirtualHost:
 
     # -- messages -------------------------------------------------------------------------------------
     def publish(self, message: content.Message,
-                skip: Callable[[str], bool] | None = None) -> tuple[bool, bool]:
-        """Route and enqueue ``message``: (routed anywhere, a journal sync is needed for its confirm).
+                skip: Callable[[str], bool] | None = None) -> tuple[bool, bool, bool]:
+        """Route and enqueue ``message``: (routed anywhere, a journal sync is needed for its confirm, a full
+        queue refused it: its confirm is a nack).
 
         ``skip(queue name)`` leaves a routed queue out (dead-letter cycles).
         """
@@ -245,10 +246,17 @@ class VirtualHost:
                 raw = content.headers_raw(message.header)
                 headers = tables.decode_table(raw, 0)[0] if raw else {}
             names = exchange.route(message.routing_key, headers)
-        needs_sync, now = False, time.monotonic()
+        needs_sync, refused, now = False, False, time.monotonic()
         for name in names:
             queue = self.queues.get(name)
             if queue is None or (skip is not None and skip(name)):
+                continue
+            if queue.refuses():
+                refused = True
+                if queue.overflow == "reject-publish-dlx":
+                    self.memory += message.size
+                    self.dead_letter(queue, Entry(self.next_id, message, None, False), "maxlen")
+                    self.next_id += 1
                 continue
             durable = queue.durable and queue.exclusive_owner is None and self.journal is not None
             entry = Entry(self.next_id, message, queue.expiry_for(message, now),
@@ -260,7 +268,7 @@ class VirtualHost:
                 self.journal.publish(queue.name, entry)
                 needs_sync = True
             queue.enqueue(entry, now)
-        return bool(names), needs_sync
+        return bool(names), needs_sync, refused
 
     def settle(self, queue: Queue, entry: Entry) -> None:
         """An entry's life is over (acked, dropped, purged, deleted); a second call does nothing."""

@@ -333,3 +333,24 @@ def test_x_expires_as_int64_is_equivalent_to_int32(target, names):  # check 9: c
     raw.frame(1, 1, arguments)
     assert raw.expect(spec.Queue.DeclareOk).queue == queue
     raw.close()
+
+
+def test_max_length_drops_the_head_or_refuses_the_publish(target, names):
+    connection = connect(target)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    head, refusing, dead = names("head"), names("full"), names("dead")
+    channel.queue_declare(head, arguments={"x-max-length": 2})
+    channel.queue_declare(dead)
+    channel.queue_declare(refusing, arguments={"x-max-length": 1, "x-overflow": "reject-publish-dlx",
+                                               "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead})
+    for body in (b"1", b"2", b"3"):
+        channel.basic_publish("", head, body)
+    assert [b for _, _, b in drain(channel, head)] == [b"2", b"3"]
+    channel.basic_publish("", refusing, b"fits")
+    with pytest.raises(pika.exceptions.NackError):
+        channel.basic_publish("", refusing, b"refused")
+    method, properties, body = wait_for(lambda: (lambda got: got if got[0] else None)(channel.basic_get(dead)))
+    assert body == b"refused" and properties.headers["x-death"][0]["reason"] == "maxlen"
+    assert [b for _, _, b in drain(channel, refusing)] == [b"fits"]
+    connection.close()
