@@ -174,3 +174,42 @@ def test_compaction_keeps_the_journal_small(tmp_path):
     assert drain(channel, "cycle", timeout=0.0) == []
     broker.stop()
     assert broker.errors == []
+
+
+def test_a_minicelery_worker_rides_out_a_broker_restart(tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from minicelery import Celery
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"amqp://guest:guest@127.0.0.1:{port}//"
+    (tmp_path / "rstasks.py").write_text(
+        "import os\nfrom minicelery import Celery\n"
+        "app = Celery('rstasks', broker=os.environ['RS_URL'], backend='rpc://')\n"
+        "@app.task\ndef add(x, y):\n    return x + y\n")
+    env = dict(os.environ, RS_URL=url, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    data = str(tmp_path / "data")
+    broker = BrokerProcess(data, port=port)
+    worker = subprocess.Popen([sys.executable, "-m", "minicelery", "-A", "rstasks", "worker", "-c", "1"],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        client = Celery("client", broker=url, backend="rpc://")
+        assert client.send_task("rstasks.add", (1, 2)).get(timeout=30) == 3
+        client.close()
+        assert broker.terminate()[0] == 0  # the graceful stop closes the worker's connection (320)
+        broker = BrokerProcess(data, port=port)  # the same port and directory, at once
+        client = Celery("client2", broker=url, backend="rpc://")
+        assert client.send_task("rstasks.add", (2, 3)).get(timeout=60) == 5
+        client.close()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        broker.terminate()
