@@ -30,7 +30,7 @@ def frames(draw) -> bytes:
     return struct.pack(">BHI", kind, channel, len(payload)) + payload + bytes((end,))
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(st.binary(min_size=1, max_size=300), st.lists(frames(), min_size=1, max_size=6)))
 def test_random_input_after_a_handshake_never_hurts_the_broker(embedded, data):  # check 37 (fuzz)
     raw = RawClient(embedded.port)

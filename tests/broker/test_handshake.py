@@ -101,7 +101,7 @@ def test_heartbeats_and_the_silent_client(target):  # check 7
     raw.expect(spec.Connection.Start)
     raw.method(0, spec.Connection.StartOk({}, "PLAIN", "\0guest\0guest", "en_US"))
     raw.expect(spec.Connection.Tune)
-    raw.method(0, spec.Connection.TuneOk(2047, 131072, 2))
+    raw.method(0, spec.Connection.TuneOk(2047, 131072, 1))  # 1 s: the check scaled down from 2 s
     raw.method(0, spec.Connection.Open("/"))
     raw.expect(spec.Connection.OpenOk)
     last_sent = time.monotonic()
@@ -113,8 +113,8 @@ def test_heartbeats_and_the_silent_client(target):  # check 7
         if found[0] == 8:
             beats.append(time.monotonic() - last_sent)
     silent_for = time.monotonic() - last_sent
-    assert len(beats) >= 3 and all(b2 - b1 < 1.6 for b1, b2 in zip(beats, beats[1:], strict=False))
-    assert 3.9 <= silent_for <= 7.0
+    assert len(beats) >= 3 and all(b2 - b1 < 0.9 for b1, b2 in zip(beats, beats[1:], strict=False))
+    assert 1.9 <= silent_for <= 3.6  # two missed heartbeats (RabbitMQ: about 3 x the timeout)
 
 
 def test_bodies_are_split_at_frame_max(target, names):  # check 8
