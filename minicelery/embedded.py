@@ -47,6 +47,8 @@ def add_broker_parser(sub: Any, count: Callable[[int], Callable[[str], int]]) ->
     broker.add_argument("--password-file", help="read the password from this file (its first line)")
     broker.add_argument("--sync-interval", type=float, default=0.2,
                         help="seconds between journal syncs when no publisher confirm waits (default 0.2)")
+    broker.add_argument("--repair", action="store_true",
+                        help="start despite a damaged journal: cut the damaged segment there")
     broker.add_argument("--max-memory", type=count(1), help="bytes of messages held before publishers are "
                                                             "blocked (default: a quarter of the RAM)")
     broker.add_argument("-l", "--loglevel", default="WARNING", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
@@ -77,7 +79,8 @@ def broker_command(args: Any, level: int, version: str) -> int:
                                    "--user and --password (guest may only log in from this machine)")
     data_dir = None if args.memory else (args.data_dir or default_data_dir())
     config = Config(host=args.host, port=args.port, data_dir=data_dir, user=user, password=password,
-                    version=version, max_memory=args.max_memory or 0, sync_interval=args.sync_interval)
+                    version=version, max_memory=args.max_memory or 0, sync_interval=args.sync_interval,
+                    repair=args.repair)
     try:
         run(config)
     except StoreError as exc:

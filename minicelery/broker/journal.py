@@ -68,10 +68,11 @@ def publish_payload(entry: Entry, queue: str) -> bytes:
 class Journal:
     """The data directory of a durable broker."""
 
-    def __init__(self, directory: str, *, sync_interval: float = 0.2, segment_size: int = 16 << 20) -> None:
+    def __init__(self, directory: str, *, sync_interval: float = 0.2, segment_size: int = 16 << 20,
+                 repair: bool = False) -> None:
         self.directory = os.path.abspath(directory)
         self.segments_dir = os.path.join(self.directory, "journal")
-        self.sync_interval, self.segment_size = sync_interval, segment_size
+        self.sync_interval, self.segment_size, self.repair = sync_interval, segment_size, repair
         self.records: list[bytes | None] = []        # this turn's records, written at its end
         self.unwritten_p: dict[int, int] = {}         # entry id -> index in records
         self.entries: dict[int, tuple[str, Entry]] = {}   # live journaled entries
@@ -108,7 +109,7 @@ class Journal:
         definitions = self._load_definitions()
         numbers = sorted(int(n[:-4]) for n in os.listdir(self.segments_dir) if n.endswith(".seg"))
         paths = [self._path(n) for n in numbers]
-        live = restore(vhost, definitions, replay_segments(paths))
+        live = restore(vhost, definitions, replay_segments(paths, self.repair))
         for entry_id, (queue, entry, index) in live.items():
             self.entries[entry_id] = (queue, entry)
             self.segment_of[entry_id] = numbers[index]

@@ -49,8 +49,11 @@ class Recovered:
     delivered: bool = False
 
 
-def replay_segments(paths: list[str]) -> tuple[dict[int, Recovered], int]:
-    """Read every segment in order: the live entries by id (torn tail truncated) and the highest id seen."""
+def replay_segments(paths: list[str], repair: bool = False) -> tuple[dict[int, Recovered], int]:
+    """Read every segment in order: the live entries by id (torn tail truncated) and the highest id seen.
+
+    With ``repair``, a damaged segment is cut at the damage instead (what followed it there is lost).
+    """
     live: dict[int, Recovered] = {}
     highest = 0
     for index, path in enumerate(paths):
@@ -68,8 +71,14 @@ def replay_segments(paths: list[str]) -> tuple[dict[int, Recovered], int]:
                                 "the rest truncated", path, offset, bad, offset)
                     os.truncate(path, offset)
                     break
+                if repair:
+                    log.error("journal %s: damaged at offset %d (%s): --repair cuts the segment there; the "
+                              "%d bytes after it are lost", path, offset, bad, len(data) - offset)
+                    os.truncate(path, offset)
+                    break
                 raise StoreError(f"journal segment {path} is damaged at offset {offset} ({bad}); the broker "
-                                 "will not guess: move the data directory aside or restore it from a backup")
+                                 "will not guess: restore the directory from a backup, or start once with "
+                                 "--repair to cut the segment there (losing what follows in it)")
             length = _RECORD.unpack_from(data, offset)[0]
             highest = max(highest, _apply(live, data[offset + 8:offset + 8 + length], index))
             offset += 8 + length

@@ -52,6 +52,7 @@ class Config:
     max_memory: int = 0                # 0: default_max_memory()
     sync_interval: float = 0.2
     max_connections: int = 1000
+    repair: bool = False               # cut a damaged journal segment at the damage instead of refusing
     handshake_timeout: float = 10.0    # a connection not open by then is dropped (RabbitMQ: 10 s)
     segment_size: int = 16 << 20
     version: str = "0"
@@ -64,8 +65,9 @@ class Broker:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.max_memory = config.max_memory or default_max_memory()
-        self.journal = Journal(config.data_dir, sync_interval=config.sync_interval,
-                               segment_size=config.segment_size) if config.data_dir else None
+        self.journal = None if not config.data_dir else Journal(
+            config.data_dir, sync_interval=config.sync_interval, segment_size=config.segment_size,
+            repair=config.repair)
         self.vhost = VirtualHost(self.journal)
         if self.journal is not None:
             self.journal.on_failure = self.check_memory

@@ -113,6 +113,11 @@ def test_damage_in_an_older_record_refuses_to_start(tmp_path):  # check 35
     with pytest.raises(AssertionError) as info:
         BrokerProcess(data)
     assert "exit 65" in str(info.value) and f"{segment} is damaged at offset 0" in str(info.value)
+    broker = BrokerProcess(data, "--repair")  # cuts the segment at the damage: its 10 messages are lost
+    channel = connect(broker.port).channel()
+    assert channel.queue_declare("q", durable=True).method.message_count == 0
+    code, err = broker.terminate()
+    assert code == 0 and "--repair cuts the segment there" in err
 
 
 def test_two_brokers_never_share_a_directory_and_files_are_private(tmp_path):
