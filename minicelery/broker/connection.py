@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # annotations only
 log = logging.getLogger("minicelery.broker")
 
 CLOSE_OK_TIMEOUT = 2.0
+WRITE_BUFFER_HIGH = 4 << 20
 _CHANNEL_OPEN, _CHANNEL_CLOSE, _CHANNEL_CLOSE_OK = (spec.Channel.Open.INDEX, spec.Channel.Close.INDEX,
                                                    spec.Channel.CloseOk.INDEX)
 _IGNORED = (spec.Connection.CloseOk, spec.Connection.Blocked, spec.Connection.Unblocked)
@@ -76,6 +77,9 @@ class Connection(asyncio.Protocol):
             transport.close()
             return
         self.server.connections.add(self)
+        # deliveries stop above 4 MiB queued for the socket (asyncio's default, 64 KiB, pauses a fast
+        # consumer's dispatch all the time); prefetch alone does not bound a no_ack consumer
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
 
     def data_received(self, data: bytes) -> None:
         """Handle every complete frame received, then write the replies in one go."""
