@@ -27,7 +27,8 @@ from .registry import TaskRegistry
 from .result import AsyncResult
 from .sending import build_message, route
 from .task import Task, add_autoretry_behaviour
-from .transport import QueueSpec
+from .transport import Connection, QueueSpec, Transport
+from .urls import transport_scheme
 
 __all__ = ["Celery"]
 
@@ -75,7 +76,7 @@ class Celery:
         self.strict_typing = strict_typing
         self.task_cls = task_cls or Task
         self._local = threading.local()
-        self._broker: Any = None
+        self._broker: Transport | None = None
         self._backend: Any = None
         self._lock = threading.Lock()
         preconf = dict(changes or {})
@@ -309,19 +310,32 @@ class Celery:
         self.__dict__["_reply_queue"] = name
 
     @property
-    def broker(self) -> Any:
-        """The broker client (``amqp.Broker``), created on first use: pika loads only then."""
+    def broker(self) -> Transport:
+        """The broker client (a :class:`~minicelery.transport.Transport`), created on first use."""
         if self._broker is None:
             with self._lock:
                 if self._broker is None:
-                    from .amqp import Broker  # deferred so that `import minicelery` never loads pika
-
                     conf = self.conf
-                    self._broker = Broker(
-                        url=conf.broker_write_url or conf.broker_url, heartbeat=conf.broker_heartbeat,
-                        connect_timeout=conf.broker_connection_timeout,
-                        transport_options=conf.broker_transport_options)
+                    self._broker = self._transport(conf.broker_write_url or conf.broker_url)
         return self._broker
+
+    def connection_for_read(self, heartbeat: float | None = None) -> Connection:
+        """A new, unopened consuming connection to ``broker_read_url`` (else ``broker_url``): a worker's."""
+        conf = self.conf
+        return self._transport(conf.broker_read_url or conf.broker_url).connection(heartbeat=heartbeat)
+
+    def _transport(self, url: str | None) -> Transport:
+        """The transport for a broker URL: ``memory://`` in this process, else AMQP (RabbitMQ)."""
+        conf = self.conf
+        if transport_scheme(url) == "memory":
+            from .memory import MemoryTransport  # deferred like amqp, for symmetry: nothing heavy
+
+            return MemoryTransport(url)
+        from .amqp import AmqpTransport  # deferred so that `import minicelery` never loads pika
+
+        return AmqpTransport(url, heartbeat=conf.broker_heartbeat,
+                             connect_timeout=conf.broker_connection_timeout,
+                             transport_options=conf.broker_transport_options)
 
     @property
     def backend(self) -> Any:

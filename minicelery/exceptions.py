@@ -208,7 +208,18 @@ class MessagingError(Exception):
 
 
 class OperationalError(MessagingError):
-    """Raised when the broker cannot be reached or the connection is lost; the URL's password is masked."""
+    """Raised when the broker cannot be reached or the connection is lost; the URL's password is masked.
+
+    ``url`` (masked) and ``reason`` (what the transport reported) are kept as fields, so that a caller
+    can log them in its own words without taking the message apart."""
+
+    def __init__(self, message: str = "", *, url: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_operational_error, (str(self), self.url, self.reason)
 
 
 class EncodeError(MessagingError):
@@ -267,3 +278,8 @@ WIRE_MODULES: dict[str, str] = {
         "SoftTimeLimitExceeded", "TimeLimitExceeded", "WorkerLostError", "Terminated",
     )},
 }
+
+
+def _rebuild_operational_error(message: str, url: str | None, reason: str | None) -> OperationalError:
+    """Unpickle an :class:`OperationalError` with its fields (they are keyword-only)."""
+    return OperationalError(message, url=url, reason=reason)

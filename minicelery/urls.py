@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from .exceptions import ImproperlyConfigured
 
-__all__ = ["BrokerAddress", "DEFAULT_MASK", "mask_broker_url", "parse_broker_url", "sanitize_url"]
+__all__ = ["BrokerAddress", "DEFAULT_MASK", "mask_broker_url", "parse_broker_url", "sanitize_url",
+           "transport_scheme"]
 
 #: What replaces a password in printed configuration (eight asterisks, like Celery).
 DEFAULT_MASK = "********"
@@ -60,6 +61,18 @@ class BrokerAddress:
         return f"{self.scheme}://{user}:{mask}@{host}:{self.port}/{quote(self.virtual_host)}"
 
 
+def transport_scheme(url: str | None) -> str:
+    """Which transport a broker URL needs: ``'memory'`` for ``memory://``, else ``'amqp'``.
+
+    Raises:
+        ImproperlyConfigured: the URL is neither (see :func:`parse_broker_url`).
+    """
+    if (url or "").lower().startswith("memory://"):
+        return "memory"
+    parse_broker_url(url)
+    return "amqp"
+
+
 def parse_broker_url(url: str | None) -> BrokerAddress:
     """Parse an AMQP broker URL; ``None`` or ``'amqp://'`` gives the local default broker.
 
@@ -74,8 +87,9 @@ def parse_broker_url(url: str | None) -> BrokerAddress:
         url, scheme = f"amqp://{url}", "amqp"  # a bare 'host' or 'user:pw@host', as kombu reads it
     if scheme.lower() not in _AMQP_SCHEMES:
         raise ImproperlyConfigured(
-            f"Unsupported broker URL {_mask_password(url, DEFAULT_MASK)!r}: minicelery speaks AMQP only; "
-            f"set broker_url to an amqp://, amqps://, pyamqp:// or librabbitmq:// URL.")
+            f"Unsupported broker URL {_mask_password(url, DEFAULT_MASK)!r}: minicelery speaks AMQP; set "
+            f"broker_url to an amqp://, amqps://, pyamqp:// or librabbitmq:// URL (or memory:// for a broker "
+            f"inside this process).")
     try:
         return _address(url, _AMQP_SCHEMES[scheme.lower()])
     except ValueError as exc:

@@ -1,18 +1,17 @@
-"""Talking AMQP 0-9-1 to RabbitMQ with pika: the only package that imports pika.
+"""RabbitMQ through pika, public API only: the only package that imports pika.
 
-:class:`Broker` (an app's client side: publish tasks, receive ``rpc://`` replies, one lazy connection per
-process and thread) and :class:`WorkerConnection` (the worker's consuming connection), both over
-``link._Link`` (one connection and its channel). Pika errors become ``OperationalError`` here, with the
-URL's password masked.
+:class:`AmqpTransport` is an app's client side (``app.broker``: publish tasks, read ``rpc://`` replies,
+one ``BlockingConnection`` per process and thread); :class:`AmqpConnection` is a worker's consuming
+connection (a ``SelectConnection`` whose I/O loop is where the worker waits). Both implement the
+protocols of :mod:`minicelery.transport`; pika's errors become ``OperationalError`` in ``wire``.
 
 Celery's counterparts: kombu's ``Connection``/``Producer``/``Consumer`` over py-amqp, the rpc backend's
-``ResultConsumer``. Left out: pools, back-off retries (one reconnect, then fail fast), failover, non-AMQP.
+``ResultConsumer``. Left out: connection pools, failover, transports other than AMQP.
 """
 
 from __future__ import annotations
 
-from ..transport import Delivery, QueueSpec, Reply
-from .broker import Broker
-from .connection import WorkerConnection
+from .client import AmqpTransport
+from .connection import AmqpConnection
 
-__all__ = ["QueueSpec", "Reply", "Delivery", "Broker", "WorkerConnection"]
+__all__ = ["AmqpTransport", "AmqpConnection"]

@@ -1,126 +1,250 @@
-"""The worker main process's consuming connection."""
+"""A worker's consuming connection on RabbitMQ: a ``pika.SelectConnection`` whose I/O loop is the one
+place where the worker's main thread waits.
+
+pika's ``SelectConnection`` runs callbacks from its I/O loop, and that loop can watch other descriptors
+too (``ioloop.add_handler``): the worker hands it its pool's descriptor, so a delivery, a finished job,
+a heartbeat and a timeout all wake the same ``select``. :meth:`AmqpConnection.wait` runs the loop until a
+callback stops it. The protocol's synchronous verbs (declare, qos, consume) send their method and run
+the loop until the broker's answer arrives. Everything goes through pika's public API.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
+
+import pika
 
 from ..exceptions import OperationalError
 from ..transport import Delivery, QueueSpec
-from .link import _DELIVERY_PROPERTIES, _PIKA, _Client, _declare, _Link, _translate
+from ..urls import mask_broker_url
+from .wire import DELIVERY_PROPERTIES, PIKA_ERRORS, Properties, declarations, operational_error, parameters
 
-__all__ = ["WorkerConnection"]
+__all__ = ["AmqpConnection"]
+
+#: How long :meth:`AmqpConnection.close` waits for the broker to confirm a polite close, in seconds.
+CLOSE_TIMEOUT = 2.0
 
 
-class WorkerConnection(_Client):
-    """The worker main process's one connection (arguments: see ``_Client``), driven from one thread.
+class _Answer:
+    """A broker answer awaited by a synchronous verb: set by pika's callback, which also stops the loop."""
 
-    Consumer callbacks run inside :meth:`process_events`, which also services heartbeats. The worker
-    waits on :meth:`fileno` itself, beside its children, and calls ``process_events(0)`` when it is
-    readable or :attr:`has_buffered_input` says pika may hold deliveries already read."""
+    def __init__(self, ioloop: Any) -> None:
+        self._ioloop = ioloop
+        self.arrived = False
+        self.value: Any = None
 
-    _link: _Link | None = None
+    def __call__(self, value: Any = None, *_: Any) -> None:
+        self.arrived, self.value = True, value
+        self._ioloop.stop()
+
+
+class AmqpConnection:
+    """The :class:`~minicelery.transport.Connection` for RabbitMQ (arguments as ``AmqpTransport``'s)."""
+
+    def __init__(self, url: str | None = None, *, heartbeat: float | None = None,
+                 connect_timeout: float | None = None) -> None:
+        self.url = mask_broker_url(url, "**")
+        self._params = parameters(url, heartbeat=heartbeat, connect_timeout=connect_timeout)
+        self._connection: Any = None  # pika.SelectConnection while connected
+        self._channel: Any = None
+        self._lost: BaseException | None = None  # why the connection or channel closed, once it did
+        self._watched: tuple[int, Callable[[], None]] | None = None
+        self._queues: dict[str, tuple[str, Callable[[str], None]]] = {}  # consumer tag → queue, on_cancel
 
     @property
     def is_open(self) -> bool:
-        """True while the connection and its channel are open."""
-        return self._link is not None and self._link.connection.is_open and self._link.channel.is_open
+        """See :attr:`Connection.is_open <minicelery.transport.Connection.is_open>`."""
+        return self._lost is None and self._channel is not None and self._channel.is_open
 
     def connect(self) -> None:
-        """Open the connection and its channel (closing any previous one); OperationalError if it can't."""
+        """See :meth:`Connection.connect <minicelery.transport.Connection.connect>`."""
         self.close()
-        # Never mandatory: a result for a reply queue that expired is dropped by the broker, as with Celery.
-        self._link = _Link(self._params, self.url_for_display, self._confirm, mandatory=False)
+        self._lost, self._queues = None, {}
+        opened: list[BaseException] = []
 
-    @contextlib.contextmanager
-    def _using(self, runs_loop: bool = True) -> Iterator[_Link]:
-        link = self._link  # translate pika errors, and forget the connection if they broke it
-        if link is None:
-            raise OperationalError(f"Not connected to {self.url_for_display}: call connect() first")
-        link.loop_ran = link.loop_ran or runs_loop  # ack, reject and publish tell for themselves
+        def failed(_connection: Any, error: BaseException) -> None:
+            opened.append(error)
+            _connection.ioloop.stop()
+
         try:
-            yield link
-        except _PIKA as exc:
-            if not self.is_open:
-                self.close()  # the worker decides whether to connect() again
-            raise _translate(exc, self.url_for_display) from exc
+            self._connection = pika.SelectConnection(
+                self._params, on_open_callback=lambda c: c.ioloop.stop(), on_open_error_callback=failed,
+                on_close_callback=self._on_connection_closed)
+            ioloop = self._connection.ioloop
+            while not (self._connection.is_open or opened):
+                ioloop.start()
+        except (*PIKA_ERRORS, OSError) as exc:
+            opened.append(exc)
+        if opened:
+            self._release()
+            raise operational_error(opened[0], self.url, connecting=True) from opened[0]
+        self._channel = self._call(self._connection.channel, callback_name="on_open_callback")
+        self._channel.add_on_close_callback(self._on_channel_closed)
+        self._channel.add_on_cancel_callback(self._on_cancelled)
+        if self._watched is not None:
+            self._connection.ioloop.add_handler(self._watched[0], self._on_watched, ioloop.READ)
 
     def qos(self, prefetch_count: int) -> None:
-        """Set the prefetch limit of the whole channel, as Celery does on RabbitMQ (spec §8.3)."""
-        with self._using() as link:
-            # global_qos=True: RabbitMQ applies the limit per channel, shared by all its consumers.
-            link.channel.basic_qos(prefetch_size=0, prefetch_count=prefetch_count, global_qos=True)
+        """See :meth:`Connection.qos <minicelery.transport.Connection.qos>`.
+
+        ``global_qos=True``: RabbitMQ applies the limit to the channel, shared by all its consumers, which
+        is what Celery relies on (https://www.rabbitmq.com/docs/consumer-prefetch)."""
+        self._check()  # before naming a method of a channel that may be gone
+        self._call(self._channel.basic_qos, prefetch_count=prefetch_count, global_qos=True)
 
     def declare(self, spec: QueueSpec) -> None:
-        """Declare a queue, its exchange and its binding."""
-        with self._using() as link:
-            _declare(link.channel, spec)
+        """See :meth:`Connection.declare <minicelery.transport.Connection.declare>`."""
+        for method, arguments in declarations(spec):
+            self._check()
+            self._call(getattr(self._channel, method), **arguments)
 
-    def consume(self, queue: str, on_message: Callable[[Delivery], None]) -> str:
-        """Consume ``queue`` with manual acks, calling ``on_message`` for each message; return the tag."""
+    def consume(self, queue: str, on_message: Callable[[Delivery], None],
+                on_cancel: Callable[[str], None]) -> str:
+        """See :meth:`Connection.consume <minicelery.transport.Connection.consume>`."""
         def deliver(_channel: Any, method: Any, props: Any, body: bytes) -> None:
-            properties = {name: getattr(props, name) for name in _DELIVERY_PROPERTIES}
+            properties = {name: getattr(props, name) for name in DELIVERY_PROPERTIES}
             properties["headers"] = properties["headers"] or {}
-            on_message(Delivery(method.delivery_tag, method.exchange, method.routing_key,
-                                method.redelivered, properties, body))
+            try:
+                on_message(Delivery(method.delivery_tag, method.exchange, method.routing_key,
+                                    method.redelivered, properties, body))
+            finally:
+                self._connection.ioloop.stop()
 
-        with self._using() as link:
-            return str(link.channel.basic_consume(queue=queue, on_message_callback=deliver, auto_ack=False))
+        self._check()
+        tag = self._call(self._channel.basic_consume, queue, deliver, auto_ack=False).method.consumer_tag
+        self._queues[tag] = (queue, on_cancel)
+        return str(tag)
 
     def cancel_all(self) -> None:
-        """Stop every consumer; messages received but not yet dispatched go back to their queues."""
-        with self._using() as link:
-            for tag in list(link.channel.consumer_tags):
-                link.channel.basic_cancel(tag)
+        """See :meth:`Connection.cancel_all <minicelery.transport.Connection.cancel_all>`."""
+        for tag in list(self._queues):
+            self._check()
+            self._call(self._channel.basic_cancel, tag)
+            del self._queues[tag]
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        """Acknowledge a message: the broker forgets it."""
-        with self._using(runs_loop=False) as link:
-            link.ack(delivery_tag, multiple)
+        """See :meth:`Connection.ack <minicelery.transport.Connection.ack>`."""
+        self._send(lambda: self._channel.basic_ack(delivery_tag=delivery_tag, multiple=multiple))
 
     def reject(self, delivery_tag: int, requeue: bool) -> None:
-        """Reject a message: the broker requeues it, or drops (or dead-letters) it."""
-        with self._using(runs_loop=False) as link:
-            link.reject(delivery_tag, requeue)
+        """See :meth:`Connection.reject <minicelery.transport.Connection.reject>`."""
+        self._send(lambda: self._channel.basic_reject(delivery_tag=delivery_tag, requeue=requeue))
 
     def publish(self, body: bytes, properties: dict[str, Any], *, exchange: str = "",
                 routing_key: str) -> None:
-        """Publish one message (a result, a retried task) on the worker's channel."""
-        with self._using(runs_loop=False) as link:
-            link.publish(body, properties, exchange, routing_key, ())
+        """See :meth:`Connection.publish <minicelery.transport.Connection.publish>`."""
+        self._send(lambda: self._channel.basic_publish(exchange, routing_key, body, Properties(**properties)))
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Send the acks, rejects and publishes made inside with one ``send()`` when the block ends."""
-        with self._using(runs_loop=False) as link, link.batch():
-            yield
+    def watch(self, fd: int, on_ready: Callable[[], None]) -> None:
+        """See :meth:`Connection.watch <minicelery.transport.Connection.watch>`."""
+        self.unwatch()
+        self._watched = (fd, on_ready)
+        if self._connection is not None and self._lost is None:
+            self._connection.ioloop.add_handler(fd, self._on_watched, self._connection.ioloop.READ)
 
-    def process_events(self, time_limit: float | None) -> None:
-        """Run I/O and callbacks for up to ``time_limit`` s (None: until something happens).
+    def unwatch(self) -> None:
+        """See :meth:`Connection.unwatch <minicelery.transport.Connection.unwatch>`."""
+        if self._watched is not None and self._connection is not None and self._lost is None:
+            self._connection.ioloop.remove_handler(self._watched[0])
+        self._watched = None
 
-        Callbacks' exceptions propagate unchanged; a lost connection raises ``OperationalError``.
-        """
-        with self._using() as link:
-            link.connection.process_data_events(time_limit=time_limit)
-            link.loop_ran = False
-
-    @property
-    def has_buffered_input(self) -> bool:
-        """True if a call since the last :meth:`process_events` ran pika's I/O loop (sends usually go
-        straight to the socket; other calls wait in it for the broker's answer): it may have read
-        deliveries that only ``process_events`` dispatches, and the socket no longer tells."""
-        return self._link is not None and self._link.loop_ran
-
-    def fileno(self) -> int:
-        """The connection's socket descriptor, to wait on beside other descriptors."""
-        with self._using() as link:
-            # pika has no public accessor for its socket (link.py reads it the same way to send).
-            sock = link.connection._impl._transport._sock  # noqa: SLF001
-            return int(sock.fileno())
+    def wait(self, timeout: float) -> None:
+        """See :meth:`Connection.wait <minicelery.transport.Connection.wait>`."""
+        self._check()
+        ioloop = self._connection.ioloop
+        timer = ioloop.call_later(max(0.0, timeout), ioloop.stop)
+        try:
+            ioloop.start()
+        except (*PIKA_ERRORS, OSError, RecursionError) as exc:
+            # RecursionError: pika's decoder met a header table nested too deep to decode; what it read
+            # is lost with the connection, and the broker redelivers the message.
+            self._lost = self._lost or exc
+        finally:
+            ioloop.remove_timeout(timer)
+        self._check()
 
     def close(self) -> None:
-        """Close the connection: its consumers go with it, and unacked messages return to their queues."""
-        link, self._link = self._link, None
-        if link is not None:
-            link.close()
+        """See :meth:`Connection.close <minicelery.transport.Connection.close>`: politely while open, so that
+        what was acknowledged or published last still reaches the broker first."""
+        connection = self._connection
+        if connection is None:
+            return
+        if self._lost is None and connection.is_open:
+            try:
+                connection.close()
+                timer = connection.ioloop.call_later(CLOSE_TIMEOUT, connection.ioloop.stop)
+                while not connection.is_closed and self._lost is None:
+                    connection.ioloop.start()
+                connection.ioloop.remove_timeout(timer)
+            except (*PIKA_ERRORS, OSError):
+                pass  # closing anyway
+        self._release()
+
+    # -- the machinery ---------------------------------------------------------------------------------
+
+    def _call(self, method: Callable[..., Any], *args: Any, callback_name: str = "callback",
+              **kwargs: Any) -> Any:
+        """Call a pika method that answers through a callback, and run the loop until the broker's answer
+        arrives (or the connection is lost); return what the callback was given."""
+        self._check()
+        answer = _Answer(self._connection.ioloop)
+        self._send(lambda: method(*args, **kwargs, **{callback_name: answer}))
+        while not answer.arrived:
+            self._connection.ioloop.start()
+            self._check()
+        return answer.value
+
+    def _send(self, call: Callable[[], Any]) -> None:
+        """Run a channel method; a channel that is gone makes the connection lost."""
+        self._check()
+        try:
+            call()
+        except (*PIKA_ERRORS, OSError) as exc:
+            self._lost = exc
+            self._check()
+
+    def _check(self) -> None:
+        """Raise ``OperationalError`` once the connection or its channel is lost (closing what is left)."""
+        if self._connection is None:
+            raise OperationalError(f"Not connected to {self.url}: call connect() first", url=self.url,
+                                   reason="not connected")
+        if self._lost is not None:
+            lost = self._lost
+            self.close()
+            raise operational_error(lost, self.url) from lost
+
+    def _on_connection_closed(self, connection: Any, error: BaseException) -> None:
+        self._lost = self._lost or error
+        connection.ioloop.stop()
+
+    def _on_channel_closed(self, _channel: Any, error: BaseException) -> None:
+        # The worker's one channel is gone (the broker refused a call, or an ack named an unknown
+        # delivery): treat it as the loss of the connection, whose deliveries the broker requeues.
+        self._lost = self._lost or error
+        self._connection.ioloop.stop()
+
+    def _on_cancelled(self, frame: Any) -> None:
+        consumer = self._queues.pop(frame.method.consumer_tag, None)
+        if consumer is not None:
+            queue, on_cancel = consumer
+            on_cancel(queue)
+        self._connection.ioloop.stop()
+
+    def _on_watched(self, _fd: int, _events: int) -> None:
+        assert self._watched is not None
+        try:
+            self._watched[1]()
+        finally:
+            self._connection.ioloop.stop()
+
+    def _release(self) -> None:
+        """Forget the connection and free its I/O loop's descriptors."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            if self._watched is not None:
+                try:
+                    connection.ioloop.remove_handler(self._watched[0])
+                except (KeyError, ValueError, OSError):
+                    pass  # never added: the connection failed before
+            connection.ioloop.close()

@@ -9,13 +9,9 @@ and :mod:`minicelery.worker.pool` only has to perform what it decides.
 
 A child slot is in one of three states: ``idle`` (may be given a job), ``busy`` (has one job) or
 ``exiting`` (will take no more jobs and is waiting to be reaped: recycled, hard-killed or being stopped).
-A busy child may also hold one *queued* job, which it takes as soon as its current job ends, so that it
-never waits for the main process between two jobs. A queued job is not accepted yet: it becomes the
-child's current job (:class:`JobAccepted`) when the current one's result is read, and until the child
-takes it the pool can steal it back for an idle child (:class:`JobReturned`): no job waits behind a
-long one while another child has nothing to do, the guarantee Celery's ``-O fair`` gives.
-A job ends exactly once, as :class:`JobDone`, :class:`JobLost` or :class:`JobReturned`; a message about a
-job that already ended (a "done" that raced a hard kill) is ignored.
+Jobs go to idle children only, so no job waits behind a long one while another child has nothing to do
+(the guarantee Celery's ``-O fair`` gives). A job ends exactly once, as :class:`JobDone` or
+:class:`JobLost`; a message about a job that already ended (a "done" that raced a hard kill) is ignored.
 """
 
 from __future__ import annotations
@@ -26,17 +22,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from minicelery.exceptions import Terminated, TimeLimitExceeded, WorkerLostError
-from minicelery.worker.events import (
-    ChildExited,
-    JobAccepted,
-    JobDone,
-    JobLost,
-    JobReturned,
-    JobStarted,
-    PoolEvent,
-    SoftLimitExceeded,
-)
+from ..exceptions import Terminated, TimeLimitExceeded, WorkerLostError
+from .events import ChildExited, JobDone, JobLost, JobStarted, PoolEvent, SoftLimitExceeded
 
 __all__ = ["BUSY", "EXITING", "IDLE", "Bookkeeping", "exit_status"]
 
@@ -75,7 +62,6 @@ class _Slot:
     name: str
     state: str = IDLE
     job: _Job | None = None
-    queued: _Job | None = None
     tasks_run: int = 0
     expected_exit: bool = False
 
@@ -118,8 +104,7 @@ class Bookkeeping:
         return max(0, self.concurrency - len(self._slots)) if self.accepting else 0
 
     def child_exited(self, pid: int, exitcode: int | None) -> list[PoolEvent]:
-        """Forget a reaped child; report its exit if unexpected and its jobs, if any, as lost (steal its
-        queued job back first if it may still be in the child's queue: that one is returned instead)."""
+        """Forget a reaped child; report its exit if unexpected and its job, if any, as lost."""
         slot = self._slots.pop(pid, None)
         if slot is None:
             return []
@@ -129,10 +114,10 @@ class Bookkeeping:
         # Like billiard, a clean exit (or one the pool asked for) is not worth an error line.
         if not slot.expected_exit and exitcode != 0:
             events.append(ChildExited(pid, slot.name, status))
-        for job in (self._end_job(slot), self._end_queued(slot)):
-            if job is not None:
-                error = WorkerLostError(f"Worker exited prematurely: {status} Job: {job.number}.")
-                events.append(JobLost(job.job_id, pid, error))
+        job = self._end_job(slot)
+        if job is not None:
+            error = WorkerLostError(f"Worker exited prematurely: {status} Job: {job.number}.")
+            events.append(JobLost(job.job_id, pid, error))
         return events
 
     # -- jobs -------------------------------------------------------------------------------------------
@@ -155,44 +140,6 @@ class Bookkeeping:
         slot.job = _Job(job_id, next(self._job_numbers), soft_limit, time_limit)
         self._jobs[job_id] = pid
         return pid, slot.job.number
-
-    def can_queue(self) -> bool:
-        """Say whether :meth:`queue` would find a busy child to queue a job behind."""
-        return self._queue_slot() is not None
-
-    def queue(self, job_id: Hashable, soft_limit: float | None = None,
-              time_limit: float | None = None) -> tuple[int, int]:
-        """Queue a job behind a busy child's current job and return ``(pid, job number)``.
-
-        Raises:
-            RuntimeError: the pool is stopping, or no busy child can queue a job (see :meth:`can_queue`).
-            ValueError: a job with this id is still running.
-        """
-        self._check_new(job_id)
-        slot = self._queue_slot()
-        if slot is None:
-            raise RuntimeError("no child can queue a job: check can_queue() first")
-        slot.queued = _Job(job_id, next(self._job_numbers), soft_limit, time_limit)
-        self._jobs[job_id] = slot.pid
-        return slot.pid, slot.queued.number
-
-    def queued_number(self, pid: int) -> int | None:
-        """Return the number of child ``pid``'s queued job (None: it has none)."""
-        slot = self._slots.get(pid)
-        return None if slot is None or slot.queued is None else slot.queued.number
-
-    def stealable(self) -> list[tuple[int, int]]:
-        """Return ``(pid, job number)`` of every queued job (a steal tells whether its child took it)."""
-        return [(slot.pid, slot.queued.number) for slot in self._slots.values()
-                if slot.queued is not None]
-
-    def returned(self, pid: int, number: int) -> list[PoolEvent]:
-        """Note that the pool stole queued job ``number`` back from child ``pid``: it never ran."""
-        if self.queued_number(pid) != number:
-            return []  # not this child's queued job (any more)
-        job = self._end_queued(self._slots[pid])
-        assert job is not None
-        return [JobReturned(job.job_id, pid)]
 
     def started(self, pid: int, number: int, started_at: float, now: float) -> list[PoolEvent]:
         """Note that a child began job ``number`` at monotonic time ``now``; its deadlines start here."""
@@ -219,12 +166,10 @@ class Bookkeeping:
         if limit is not None and slot.tasks_run >= limit:
             # The child counts too and exits by itself after this job (billiard's maxtasksperchild).
             slot.state, slot.expected_exit = EXITING, True
-        elif slot.queued is not None:
-            slot.job, slot.queued = slot.queued, None  # the child takes it next, if not already
-            events.append(JobAccepted(slot.job.job_id, pid))
         else:
             slot.state = IDLE
-            self._idle[pid] = None
+            if self.accepting:  # while stopping it waits to be asked to exit, like the children already idle
+                self._idle[pid] = None
         return events
 
     def hard_expired(self, now: float) -> list[JobLost]:
@@ -262,15 +207,14 @@ class Bookkeeping:
         self._idle.clear()
 
     def close_all(self) -> list[JobLost]:
-        """Mark every child as asked to exit; jobs still running or queued end as lost with ``Terminated``
-        (steal queued jobs back first: those are returned instead)."""
+        """Mark every child as asked to exit; jobs still running end as lost with ``Terminated``."""
         self.stop_accepting()
         lost: list[JobLost] = []
         for slot in self._slots.values():
-            for job in (self._end_job(slot), self._end_queued(slot)):
-                if job is not None:
-                    error = Terminated(f"Terminated by a cold shutdown Job: {job.number}.")
-                    lost.append(JobLost(job.job_id, slot.pid, error))
+            job = self._end_job(slot)
+            if job is not None:
+                error = Terminated(f"Terminated by a cold shutdown Job: {job.number}.")
+                lost.append(JobLost(job.job_id, slot.pid, error))
             slot.state, slot.expected_exit = EXITING, True
         return lost
 
@@ -285,11 +229,11 @@ class Bookkeeping:
         return sum(1 for slot in self._slots.values() if slot.state == state)
 
     def active(self) -> dict[Hashable, int]:
-        """Return the jobs given to a child (running or queued) and not ended, as ``{job_id: pid}``."""
+        """Return the jobs given to a child and not ended, as ``{job_id: pid}``."""
         return dict(self._jobs)
 
     def has_jobs(self) -> bool:
-        """Say whether any job is still running or queued."""
+        """Say whether any job is still running."""
         return bool(self._jobs)
 
     def pids(self) -> list[int]:
@@ -313,26 +257,8 @@ class Bookkeeping:
         if job_id in self._jobs:
             raise ValueError(f"job {job_id!r} is already running in child {self._jobs[job_id]}")
 
-    def _queue_slot(self) -> _Slot | None:
-        """The busy child to queue a job behind: one with no queued job whose current job is not its
-        last (a child about to be recycled exits with whatever waits in its queue)."""
-        if not self.accepting:
-            return None
-        limit = self.max_tasks_per_child
-        for slot in self._slots.values():
-            if (slot.state == BUSY and slot.queued is None
-                    and (limit is None or slot.tasks_run + 1 < limit)):
-                return slot
-        return None
-
     def _end_job(self, slot: _Slot) -> _Job | None:
         job, slot.job = slot.job, None
-        if job is not None:
-            del self._jobs[job.job_id]
-        return job
-
-    def _end_queued(self, slot: _Slot) -> _Job | None:
-        job, slot.queued = slot.queued, None
         if job is not None:
             del self._jobs[job.job_id]
         return job

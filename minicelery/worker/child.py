@@ -8,14 +8,12 @@ limit signal handler) plus the child half of ``celery.concurrency.asynpool``. Le
 (each child has its own pipe), the "ready" handshake and ``EX_RECYCLE``-style exit codes (the main process
 counts jobs too), ``maxmemperchild``, and running anything but the one handler built by ``handler_factory``.
 
-The protocol is tiny. On the child's pipe the main process sends ``(number, pickled payload, report
-start)`` for a job or ``None`` to ask the child to exit; on its queue socket, the same job tuple pickled
-into one datagram, for the child to take when its current job ends. The child answers ``("started",
-number, wall time, monotonic time)`` before running the handler, only when asked (time limits and
-``track_started`` need it), and ``("done", number, pickled result, runtime, taken)`` after it, where
-``taken`` is the number of the queued job it took before answering (None if it took none). Payload and
-result travel pre-pickled so that a value that cannot be pickled or unpickled becomes a
-:class:`HandlerError` instead of killing either side.
+The protocol is tiny, and each message is a named tuple defined here. On the child's pipe the main
+process sends an :class:`Assignment` (job number, pickled payload, whether to report the start) or
+``None`` to ask the child to exit. The child answers :class:`Started` before running the handler, only
+when asked (time limits and ``track_started`` need it), and :class:`Done` after it. Payload and result
+travel pre-pickled so that a value that cannot be pickled or unpickled becomes a :class:`HandlerError`
+instead of killing either side.
 """
 
 from __future__ import annotations
@@ -25,18 +23,17 @@ import os
 import pickle
 import select
 import signal
-import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from minicelery.exceptions import SoftTimeLimitExceeded
-from minicelery.worker.jobqueue import Job, Taker
+from ..exceptions import SoftTimeLimitExceeded
 
-__all__ = ["HandlerError", "child_main", "load_result", "startup_signals_blocked"]
+__all__ = ["Assignment", "Done", "HandlerError", "Started", "child_main", "load_result",
+           "startup_signals_blocked"]
 
 #: How often an idle child checks that the main process is still alive, in seconds.
 PARENT_CHECK_INTERVAL = 1.0
@@ -44,6 +41,30 @@ PARENT_CHECK_INTERVAL = 1.0
 #: Signals held back from a new child until it has installed its own handlers.
 STARTUP_BLOCKED = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
                              signal.SIGUSR1, signal.SIGUSR2})
+
+
+class Assignment(NamedTuple):
+    """Main process → child: run job ``number`` (its pickled ``payload``); report its start if asked."""
+
+    number: int
+    payload: bytes
+    report_start: bool
+
+
+class Started(NamedTuple):
+    """Child → main process: job ``number`` began at ``wall_time`` (``time.time()``) and ``monotonic``."""
+
+    number: int
+    wall_time: float
+    monotonic: float
+
+
+class Done(NamedTuple):
+    """Child → main process: job ``number`` ended with ``result`` (pickled) after ``runtime`` seconds."""
+
+    number: int
+    result: bytes
+    runtime: float
 
 
 class Channel(Protocol):
@@ -89,19 +110,18 @@ class _SoftLimit:
 
 def _on_soft_limit(signum: int, frame: FrameType | None) -> None:
     # Disarm before raising so the exception is raised once even if the signal lands while the job is
-    # ending; _call_handler catches it wherever it lands inside its outer try.
+    # ending; _run_job catches it wherever it lands inside its outer try.
     if _SoftLimit.armed:
         _SoftLimit.armed = False
         raise SoftTimeLimitExceeded()
 
 
-def child_main(channel: Channel, queue: socket.socket, handler_factory: Callable[[], Callable[[Any], Any]],
+def child_main(channel: Channel, handler_factory: Callable[[], Callable[[Any], Any]],
                max_tasks: int | None, parent: int) -> None:
     """Run one child: build the handler once, then run jobs until told to stop or ``max_tasks`` ran.
 
     Args:
         channel: the child's end of its pipe to the main process.
-        queue: the child's end of its one-job queue socket.
         handler_factory: called once, here in the child, to build the handler (with ``spawn`` this is where
             the user's app gets imported again).
         max_tasks: exit cleanly after this many jobs (``max_tasks_per_child``); None means never.
@@ -110,30 +130,17 @@ def child_main(channel: Channel, queue: socket.socket, handler_factory: Callable
     """
     _reset_signals()
     handler = handler_factory()
-    take = Taker(queue)
     done = 0
     try:
-        job, following = _next_job(channel, take, parent)
-        while job is not None:
-            number, blob, report_start = job
-            if report_start:
-                channel.send(("started", number, time.time(), time.monotonic()))
+        while (job := _next_job(channel, parent)) is not None:
+            if job.report_start:
+                channel.send(Started(job.number, time.time(), time.monotonic()))
             began = time.monotonic()
-            result = _call_handler(handler, blob)
-            runtime = time.monotonic() - began
+            result = _run_job(handler, job.payload)
+            _send_result(channel, job.number, result, time.monotonic() - began)
             done += 1
-            last = max_tasks is not None and done >= max_tasks
-            # Take the queued job before answering, so the answer can say so (the pool never queues a
-            # job behind a child's last one).
-            if following is None and not last:
-                following = take()
-            _send_result(channel, number, result, runtime, None if following is None else following[0])
-            if last:
+            if max_tasks is not None and done >= max_tasks:
                 return
-            if following is not None:
-                job, following = following, None
-            else:
-                job, following = _next_job(channel, take, parent)
     finally:
         _close(handler)
 
@@ -183,35 +190,21 @@ def startup_signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _next_job(channel: Channel, take: Taker, parent: int) -> tuple[Job | None, Job | None]:
-    """Wait for the next job, from the pipe or the queue. Return it and, when a queued job was taken
-    too, that one, to run after it; ``(None, None)`` means exit (asked to, the pipe closed, or the main
-    process died)."""
+def _next_job(channel: Channel, parent: int) -> Assignment | None:
+    """Wait for the next job; None means exit (asked to, the pipe closed, or the main process died)."""
     # Siblings forked later inherit the main process's end of this pipe, so EOF alone cannot tell us
     # the main process died; a reparented child (getppid changed) is an orphan and must go.
-    pipe = channel.fileno()
-    while True:
-        readable, _, _ = select.select([pipe, take.fileno()], [], [], PARENT_CHECK_INTERVAL)
-        if pipe in readable:
-            return _receive(channel), None
-        if readable and (queued := take()) is not None:
-            # A job on the pipe went to this child while it was idle, so it comes before any queued one;
-            # the pool writes it first, so if it arrived since the select above it is readable now.
-            return (_receive(channel), queued) if select.select([pipe], [], [], 0)[0] else (queued, None)
-        if not readable and os.getppid() != parent:
-            return None, None
-
-
-def _receive(channel: Channel) -> Job | None:
-    """Read a job from the pipe; None (exit) for the stop request or a closed pipe."""
+    while not select.select([channel.fileno()], [], [], PARENT_CHECK_INTERVAL)[0]:
+        if os.getppid() != parent:
+            return None
     try:
-        job: Job | None = channel.recv()
+        job: Assignment | None = channel.recv()
     except EOFError:
         return None
     return job
 
 
-def _call_handler(handler: Callable[[Any], Any], blob: bytes) -> Any:
+def _run_job(handler: Callable[[Any], Any], blob: bytes) -> Any:
     """Run the handler on the unpickled payload; anything it raises becomes a :class:`HandlerError`."""
     try:
         _SoftLimit.armed = True
@@ -227,14 +220,13 @@ def _call_handler(handler: Callable[[Any], Any], blob: bytes) -> Any:
         return HandlerError.capture(exc)
 
 
-def _send_result(channel: Channel, number: int, result: Any, runtime: float, taken: int | None) -> None:
-    """Send a job's result (and which queued job was taken), replacing a result that cannot be pickled
-    by a :class:`HandlerError`."""
+def _send_result(channel: Channel, number: int, result: Any, runtime: float) -> None:
+    """Send a job's result, replacing a result that cannot be pickled by a :class:`HandlerError`."""
     try:
         blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         blob = pickle.dumps(HandlerError.capture(exc), protocol=pickle.HIGHEST_PROTOCOL)
-    channel.send(("done", number, blob, runtime, taken))
+    channel.send(Done(number, blob, runtime))
 
 
 def load_result(blob: bytes) -> Any:

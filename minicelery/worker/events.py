@@ -11,25 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
-__all__ = ["ChildExited", "JobAccepted", "JobDone", "JobLost", "JobReturned", "JobStarted", "PoolEvent",
-           "SoftLimitExceeded"]
-
-
-@dataclass(frozen=True)
-class JobAccepted:
-    """A job that was queued behind another became its child's current job (early acks happen now)."""
-
-    job_id: Any  # the caller's hashable id
-    pid: int
-
-
-@dataclass(frozen=True)
-class JobReturned:
-    """A queued job came back unrun: stolen back for an idle child, at shutdown, or from a dead child's
-    queue. The caller may submit it again."""
-
-    job_id: Any  # the caller's hashable id
-    pid: int
+__all__ = ["ChildExited", "JobDone", "JobLost", "JobStarted", "PoolEvent", "SoftLimitExceeded"]
 
 
 @dataclass(frozen=True)
@@ -78,5 +60,4 @@ class ChildExited:
     reason: str
 
 
-PoolEvent = Union[  # noqa: UP007 (a 3.10 alias)
-    JobAccepted, JobStarted, JobDone, JobLost, JobReturned, SoftLimitExceeded, ChildExited]
+PoolEvent = Union[JobStarted, JobDone, JobLost, SoftLimitExceeded, ChildExited]  # noqa: UP007 (3.10)

@@ -1,4 +1,4 @@
-"""The clients of minicelery.amqp survive a RabbitMQ restart (``rabbitmqctl stop_app`` / ``start_app``).
+"""The AMQP transports survive a RabbitMQ restart (``rabbitmqctl stop_app`` / ``start_app``).
 
 One restart serves every check, because a restart takes seconds and disturbs anyone else using the broker.
 The ``rabbitmq_restart`` fixture starts the broker again whatever happens.
@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 
-from minicelery.amqp import Broker, Delivery, QueueSpec, WorkerConnection
+from minicelery.amqp import AmqpConnection, AmqpTransport
 from minicelery.exceptions import OperationalError
+from minicelery.transport import Delivery, QueueSpec
 
 pytestmark = pytest.mark.broker
+
+MASKED = "amqp://guest:**@127.0.0.1:5672//"
 
 
 def _until_raises(call: Any, timeout: float = 15.0) -> OperationalError:
@@ -31,24 +34,30 @@ def _until_raises(call: Any, timeout: float = 15.0) -> OperationalError:
 def test_clients_recover_after_broker_restart(broker_url, unique_queue, pika_channel, rabbitmq_restart):
     queue, reply_queue = unique_queue(), unique_queue("reply")
     spec = QueueSpec(queue)
-    idle = Broker(broker_url)  # connected before the restart, idle during it
-    busy = Broker(broker_url)  # tries to publish while the broker is down
+    idle = AmqpTransport(broker_url)  # connected before the restart, idle during it
+    busy = AmqpTransport(broker_url)  # tries to publish while the broker is down
     idle.publish(b"before", {}, routing_key=queue, declare=[spec])
     idle.declare_reply_queue(reply_queue, 60000)
     busy.publish(b"before", {}, routing_key=queue, declare=[spec])
-    worker = WorkerConnection(broker_url, heartbeat=None)
+    worker = AmqpConnection(broker_url, heartbeat=None)
     worker.connect()
+    cancelled: list[str] = []
+    worker.consume(queue, lambda delivery: None, cancelled.append)
     pika_channel.connection.close()
 
     rabbitmq_restart.stop()
-    lost = _until_raises(lambda: worker.process_events(0.2))
-    assert "lost" in str(lost) and not worker.is_open
-    with pytest.raises(OperationalError, match=r"Cannot connect to amqp://guest:\*\*@127\.0\.0\.1:5672//"):
+    lost = _until_raises(lambda: worker.wait(0.2))
+    assert "lost" in str(lost) and lost.url == MASKED and lost.reason
+    assert not worker.is_open
+    with pytest.raises(OperationalError, match=r"Cannot connect to amqp://guest:\*\*@127\.0\.0\.1:5672//") \
+            as refused:
         worker.connect()
+    assert refused.value.url == MASKED and refused.value.reason
+    assert not worker.is_open
     started = time.monotonic()
     with pytest.raises(OperationalError, match=r"Cannot connect to amqp://guest:\*\*@127\.0\.0\.1:5672//"):
         busy.publish(b"during", {}, routing_key=queue, declare=[spec])
-    assert time.monotonic() - started < 2  # fail fast, no retry loop
+    assert time.monotonic() - started < 5  # fail fast, no retry loop
     rabbitmq_restart.start()
 
     # Each client reconnects by itself on its next call; the stale connection of `idle` is replaced, and
@@ -59,13 +68,14 @@ def test_clients_recover_after_broker_restart(broker_url, unique_queue, pika_cha
     assert [r.correlation_id for r in idle.drain_replies(reply_queue, 5)] == ["t1"]
 
     worker.connect()
+    assert worker.is_open
     received: list[Delivery] = []
-    worker.consume(queue, received.append)
-    deadline = time.monotonic() + 5
+    worker.consume(queue, received.append, cancelled.append)
+    deadline = time.monotonic() + 10
     while {d.body for d in received} < {b"after-idle", b"after-busy"}:
         assert time.monotonic() < deadline, f"only {received} arrived"
-        worker.process_events(0.1)
+        worker.wait(0.1)
+    assert cancelled == []  # a lost connection is not a cancel
     worker.close()
     idle.close()
     busy.close()
-

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from minicelery import Celery
 from minicelery.exceptions import SoftTimeLimitExceeded
@@ -224,4 +225,15 @@ def kill_first_delivery(self, path):
 def kill_late(path):
     """acks_late without reject_on_worker_lost: its child dies and the message is not requeued."""
     _append(path, "ran")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task
+def fork_helper_and_die(pid_file, lifetime):
+    """Fork a helper that outlives its parent (inheriting its pipe and sentinel), then SIGKILL itself."""
+    helper = os.fork()
+    if helper == 0:
+        time.sleep(lifetime)
+        os._exit(0)
+    Path(pid_file).write_text(str(helper))
     os.kill(os.getpid(), signal.SIGKILL)

@@ -1,7 +1,8 @@
 """The prefork pool with real child processes: results, child death, time limits, recycling, shutdown.
 
 Tests synchronise on the pool's own events (``wait_for_events`` blocks in ``Pool.poll``, as the worker
-does); sleeps appear only inside job bodies, to simulate work.
+does) or on ``Pool.fileno()``; sleeps appear only inside job bodies (and forked grandchildren), to
+simulate work.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import functools
 import json
 import multiprocessing
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -21,19 +23,13 @@ from typing import Any
 import pytest
 
 from minicelery.exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded, WorkerLostError
-from minicelery.worker.events import (
-    ChildExited,
-    JobAccepted,
-    JobDone,
-    JobLost,
-    JobReturned,
-    JobStarted,
-    PoolEvent,
-    SoftLimitExceeded,
-)
-from minicelery.worker.pool import QUEUE_LIMIT, HandlerError, Pickled, Pool
+from minicelery.worker.events import ChildExited, JobDone, JobLost, JobStarted, PoolEvent, SoftLimitExceeded
+from minicelery.worker.pool import EXIT_GRACE, HandlerError, Pool
 
 FACTORY_CALLS = 0
+
+#: How long a grandchild forked by a job lives unless killed: far longer than any wait in these tests.
+GRANDCHILD_LIFETIME = 60.0
 
 
 # -- handlers (module level, so a spawned child can import them) ----------------------------------------
@@ -71,7 +67,28 @@ def run_job(payload: tuple[str, Any]) -> Any:
         os.kill(os.getpid(), signal.SIGKILL)
     if kind == "unpicklable":
         return lambda: None
+    if kind == "fork_then":
+        return fork_then(*arg)
     return run_long_job(kind, arg)
+
+
+def fork_then(path: str, then: str) -> int:
+    """Fork a grandchild that outlives the job, write its pid to ``path``, then exit, die of SIGKILL or
+    return the pid, as ``then`` says. The grandchild holds every descriptor the child has: its pipe to the
+    pool and its multiprocessing sentinel among them."""
+    grandchild = os.fork()
+    if grandchild == 0:
+        try:
+            time.sleep(GRANDCHILD_LIFETIME)
+        finally:
+            os._exit(0)  # never return into the child's job loop
+    with open(path, "w") as file:
+        file.write(str(grandchild))
+    if then == "exit":
+        os._exit(1)
+    if then == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return grandchild
 
 
 def run_long_job(kind: str, arg: float) -> Any:
@@ -155,6 +172,18 @@ def harness() -> Iterator[Callable[..., Harness]]:
         h.pool.stop(cold=True)
 
 
+@pytest.fixture
+def grandchildren() -> Iterator[list[int]]:
+    """Pids of processes forked by jobs; killed at teardown (their own lifetime bounds any leak)."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 # -- tests ----------------------------------------------------------------------------------------------
 
 def test_children_are_separate_named_processes_that_run_jobs_concurrently(harness):
@@ -164,8 +193,8 @@ def test_children_are_separate_named_processes_that_run_jobs_concurrently(harnes
         with open(f"/proc/{pid}/stat") as stat:
             assert int(stat.read().rsplit(")", 1)[1].split()[1]) == os.getpid()  # ppid: we are the parent
     assert h.pool.idle_count() == 2
-    assert h.pool.submit("a", ("span", 0.4), report_start=True) is True  # taken at once
-    assert h.pool.submit("b", ("span", 0.4), report_start=True) is True
+    h.pool.submit("a", ("span", 0.4), report_start=True)
+    h.pool.submit("b", ("span", 0.4), report_start=True)
     assert h.pool.idle_count() == 0 and set(h.pool.active()) == {"a", "b"}
     pids = set(h.pool.active().values())
     events = wait_for_events(h, ended("a", "b"))
@@ -300,7 +329,7 @@ def test_a_warm_stop_waits_for_the_running_job(harness):
     done = outcome(wait_for_events(h, ended("slow")), "slow")
     assert isinstance(done, JobDone) and done.runtime >= 0.45
     assert all(gone(pid) for pid in pids) and h.pool.pids() == []
-    assert h.pool.poll(None) is False  # a stopped pool never waits
+    assert h.pool.poll(None) is None  # a stopped pool never waits (this would hang otherwise)
 
 
 def test_a_cold_stop_terminates_running_jobs_and_leaves_no_process(harness):
@@ -324,38 +353,6 @@ def test_a_warm_stop_that_times_out_goes_cold(harness):
     lost = outcome(h.pool.events(), "forever")
     assert isinstance(lost.error, Terminated)
     assert h.pool.pids() == []
-
-
-def test_poll_also_wakes_for_the_watched_descriptor(harness):
-    h = harness()
-    read_end, write_end = os.pipe()
-    try:
-        h.pool.watch(read_end)
-        assert h.pool.poll(0) is False
-        os.write(write_end, b"x")
-        assert h.pool.poll(10) is True  # returns at once: the descriptor is readable
-        h.pool.watch(None)
-        assert h.pool.poll(0) is False  # no longer watched, though still readable
-        h.pool.watch(read_end)
-        assert h.pool.poll(0) is True
-        assert run_one(h, "n", ("double", 1)).result == 2  # children are still served beside it
-    finally:
-        os.close(read_end)
-        os.close(write_end)
-
-
-def test_a_closed_watched_descriptor_whose_number_is_reused_does_not_break_the_pool(harness):
-    h = harness(concurrency=2)
-    read_end, write_end = os.pipe()
-    h.pool.watch(read_end)
-    os.close(read_end)  # as pika closes a broken socket before the worker hears of it
-    os.close(write_end)
-    (pid, _) = h.pool.pids()
-    os.kill(pid, signal.SIGKILL)  # its replacement's pipe may well get the closed descriptor's number
-    wait_for_events(h, lambda _: len(h.pool.pids()) == 2 and pid not in h.pool.pids())
-    assert run_one(h, "a", ("double", 2)).result == 4
-    h.pool.watch(None)
-    assert run_one(h, "b", ("double", 3)).result == 6
 
 
 def test_only_the_fork_and_spawn_start_methods_are_accepted():
@@ -414,114 +411,94 @@ def test_a_start_is_reported_only_when_asked_or_timed(harness):
     assert any(isinstance(e, JobStarted) for e in wait_for_events(h, ended("timed")))
 
 
-# -- the one-job queue behind a busy child ----------------------------------------------------------------
-
-def kinds(events: list[PoolEvent], job_id: Any) -> list[str]:
-    return [type(e).__name__ for e in events if getattr(e, "job_id", None) == job_id]
-
-
-def test_a_queued_job_runs_next_in_the_same_child_and_is_accepted_when_it_starts(harness):
+def test_a_large_payload_and_result_travel_through_the_pipe(harness):
     h = harness(concurrency=1)
-    assert h.pool.submit("first", ("span", 0.3)) is True
-    assert h.pool.can_take(Pickled.of(("whoami", None)))
-    assert h.pool.submit("second", ("whoami", None), queue=True) is False  # waits in the child's queue
-    assert h.pool.active() == {"first": h.pool.pids()[0], "second": h.pool.pids()[0]}
-    assert not h.pool.can_take(Pickled.of(("whoami", None)))  # one queued job per child
-    with pytest.raises(RuntimeError):
-        h.pool.submit("third", ("whoami", None), queue=True)
-    events = wait_for_events(h, ended("first", "second"))
-    order = [(type(e).__name__, e.job_id) for e in events if isinstance(e, (JobDone, JobAccepted))]
-    assert order == [("JobDone", "first"), ("JobAccepted", "second"), ("JobDone", "second")]
-    assert outcome(events, "second").result[0] == outcome(events, "first").pid
+    big = b"x" * (4 << 20)  # far beyond a pipe's buffer: both sides must read while the other writes
+    assert run_one(h, "big", ("double", big)).result == big * 2
 
 
-def test_a_job_queued_behind_a_long_one_is_stolen_back_for_an_idle_child(harness):
-    h = harness(concurrency=2)
-    h.pool.submit("long", ("span", 5), report_start=True)
-    h.pool.submit("short", ("span", 0.05))
-    assert h.pool.submit("waiting", ("whoami", None), queue=True) is False
-    long_pid = h.pool.active()["long"]
-    assert h.pool.active()["waiting"] == long_pid  # queued behind the long job, the only one that can take it
-    wait_for_events(h, ended("short"))
-    assert h.pool.idle_count() == 1
-    assert h.pool.recall(1) == 1  # what the worker does when a child is idle and nothing else waits
-    events = wait_for_events(h, lambda events: "JobReturned" in kinds(events, "waiting"))
-    assert kinds(events, "waiting") == ["JobReturned"] and "waiting" not in h.pool.active()
-    h.pool.submit("waiting", ("whoami", None))  # the caller submits it again: the idle child takes it
-    done = outcome(wait_for_events(h, ended("waiting")), "waiting")
-    assert done.result[0] != long_pid and "long" in h.pool.active()  # it did not wait for the long job
-
-
-def test_a_child_that_dies_returns_its_queued_job_unrun(harness):
-    h = harness(concurrency=1)
-    h.pool.submit("doomed", ("span", 0.2), report_start=True)
-    h.pool.submit("behind", ("whoami", None), queue=True)
-    (pid,) = h.pool.pids()
-    wait_for_events(h, started("doomed"))
-    os.kill(pid, signal.SIGKILL)
-    events = wait_for_events(h, lambda events: ended("doomed")(events) and bool(kinds(events, "behind")))
-    assert isinstance(outcome(events, "doomed").error, WorkerLostError)
-    assert kinds(events, "behind") == ["JobReturned"]  # it never ran: the caller may run it elsewhere
-    assert h.pool.active() == {}
-
-
-def test_stopping_returns_queued_jobs_and_ends_running_ones(harness):
-    for cold in (False, True):
-        h = harness(concurrency=1)
-        h.pool.submit("running", ("span", 0.3), report_start=True)
-        h.pool.submit("queued", ("whoami", None), queue=True)
-        wait_for_events(h, started("running"))
-        h.pool.stop(cold=cold)
-        events = h.seen + h.pool.events()
-        assert kinds(events, "queued") == ["JobReturned"]
-        assert isinstance(outcome(events, "running"), JobLost if cold else JobDone)
-
-
-def test_a_payload_too_big_for_the_queue_waits_for_an_idle_child(harness):
-    h = harness(concurrency=1)
-    h.pool.submit("busy", ("span", 0.2))
-    big = Pickled.of(("double", b"x" * QUEUE_LIMIT))
-    assert not h.pool.can_take(big)
-    with pytest.raises(RuntimeError, match="no idle child"):
-        h.pool.submit("big", big, queue=True)
-    assert h.pool.can_take(Pickled.of(("double", b"x" * (QUEUE_LIMIT - 100))))
-    assert not h.pool.can_take(("double", 1))  # not pickled yet: its size is unknown
-    wait_for_events(h, ended("busy"))
-    assert h.pool.can_take(big)
-    assert run_one(h, "big", big).result == b"x" * QUEUE_LIMIT * 2
-
-
-def test_a_queued_jobs_time_limit_counts_from_its_own_start(harness):
-    h = harness(concurrency=1)
-    h.pool.submit("first", ("span", 0.6))
-    h.pool.submit("limited", ("spin", 20), time_limit=0.4, queue=True)
-    events = wait_for_events(h, ended("first", "limited"))
-    first, limited = outcome(events, "first"), outcome(events, "limited")
-    assert isinstance(first, JobDone)  # the limit did not count while the first job ran
-    assert isinstance(limited, JobLost) and isinstance(limited.error, TimeLimitExceeded)
-    assert kinds(events, "limited") == ["JobAccepted", "JobStarted", "JobLost"]
-
-
-def test_many_short_jobs_through_the_queues_each_end_once(harness):
-    """Children that finish before their next job is queued, steals racing a child taking its job: every
-    path of the queue, driven the way the worker drives it, with jobs too short to hide a race."""
+def test_many_short_jobs_each_end_once(harness):
+    """Jobs too short to hide a race, submitted the way the worker does: only while a child is idle."""
     h = harness(concurrency=2)
     waiting = list(range(3000))
     results: dict[int, int] = {}
     deadline = time.monotonic() + 60
     while len(results) < 3000:
         assert time.monotonic() < deadline, f"stuck after {len(results)} results: {h.pool.active()}"
+        while waiting and h.pool.idle_count():
+            h.pool.submit(waiting[0], ("double", waiting.pop(0)))
         h.pool.poll(1.0)
         for event in h.pool.events():
-            if isinstance(event, JobDone):
-                assert event.job_id not in results, f"job {event.job_id} ended twice"
-                results[event.job_id] = event.result
-            elif isinstance(event, JobReturned):
-                waiting.insert(0, event.job_id)
-            else:
-                assert isinstance(event, JobAccepted), event
-        while waiting and h.pool.can_take(payload := Pickled.of(("double", waiting[0]))):
-            h.pool.submit(waiting.pop(0), payload, queue=True)
-        if h.pool.idle_count() and not waiting:
-            h.pool.recall(h.pool.idle_count())
+            assert isinstance(event, JobDone), event
+            assert event.job_id not in results, f"job {event.job_id} ended twice"
+            results[event.job_id] = event.result
     assert results == {n: 2 * n for n in range(3000)}
+
+
+def test_submit_without_an_idle_child_raises_and_leaves_the_pool_usable(harness):
+    h = harness(concurrency=1)
+    (pid,) = h.pool.pids()
+    h.pool.submit("busy", ("span", 0.3))
+    assert h.pool.idle_count() == 0
+    with pytest.raises(RuntimeError, match="no idle child"):
+        h.pool.submit("refused", ("double", 3))
+    assert h.pool.active() == {"busy": pid}  # the refused job was not given out, not even reserved
+    events = wait_for_events(h, ended("busy"))
+    assert isinstance(outcome(events, "busy"), JobDone)
+    assert "refused" not in {getattr(e, "job_id", None) for e in events}
+    assert run_one(h, "refused", ("double", 3)).result == 6  # its id is free; the same child runs it
+    assert h.pool.pids() == [pid] and h.pool.idle_count() == 1
+
+
+def test_fileno_turns_readable_when_a_child_has_something_to_report(harness):
+    h = harness(concurrency=2)
+    fd = h.pool.fileno()
+    assert select.select([fd], [], [], 0)[0] == []  # idle children: nothing to read
+    h.pool.submit("job", ("span", 0.1))
+    assert select.select([fd], [], [], 10)[0] == [fd], "no wake-up when the child finished its job"
+    h.pool.poll(0)
+    (done,) = h.pool.events()
+    assert isinstance(done, JobDone) and done.job_id == "job"
+    assert select.select([fd], [], [], 0)[0] == []  # everything was read: quiet again
+    pid = done.pid
+    os.kill(pid, signal.SIGKILL)
+    assert select.select([fd], [], [], 10)[0] == [fd], "no wake-up when a child died"
+    wait_for_events(h, lambda events: any(isinstance(e, ChildExited) for e in events))
+    assert pid not in h.pool.pids() and len(h.pool.pids()) == 2
+
+
+@pytest.mark.parametrize(("then", "reason"), [("exit", "exitcode 1"), ("sigkill", "signal 9 (SIGKILL)")])
+def test_a_child_that_dies_after_forking_is_reported_lost_while_the_grandchild_lives_on(
+        harness, grandchildren, tmp_path, then, reason):
+    h = harness(concurrency=1)
+    (pid,) = h.pool.pids()
+    path = tmp_path / "grandchild"
+    h.pool.submit("forks", ("fork_then", (str(path), then)))
+    # A few seconds, far less than the grandchild's lifetime: the loss must not wait for it to exit.
+    events = wait_for_events(h, ended("forks"), timeout=5)
+    grandchildren.append(int(path.read_text()))  # written before the child died
+    lost = outcome(events, "forks")
+    assert isinstance(lost, JobLost) and isinstance(lost.error, WorkerLostError)
+    assert str(lost.error) == f"Worker exited prematurely: {reason} Job: 0."
+    assert not gone(grandchildren[0]), "the grandchild, holding the child's pipe, was still running"
+    assert [e for e in events if isinstance(e, ChildExited)] == [ChildExited(pid, "ForkPoolWorker-1", reason)]
+    assert gone(pid)  # reaped
+    done = run_one(h, "next", ("whoami", None))
+    assert done.result[1] == "ForkPoolWorker-2" and done.pid != pid
+
+
+def test_a_warm_stop_does_not_wait_for_a_grandchild_that_a_job_left_running(harness, grandchildren, tmp_path):
+    h = harness(concurrency=2)
+    pids = h.pool.pids()
+    path = tmp_path / "grandchild"
+    done = run_one(h, "forks", ("fork_then", (str(path), "return")))
+    grandchildren.append(int(path.read_text()))
+    assert done.result == grandchildren[0]
+    began = time.monotonic()
+    h.pool.stop()
+    # Asked to exit, each child does so at once; waiting on the grandchild (or on EXIT_GRACE and a
+    # SIGKILL, if the exit went unnoticed) would take far longer.
+    assert time.monotonic() - began < EXIT_GRACE
+    assert all(gone(pid) for pid in pids) and h.pool.pids() == []
+    assert not gone(grandchildren[0])  # still running: the stop did not wait for it
+    assert not any(isinstance(e, (ChildExited, JobLost)) for e in h.seen + h.pool.events())
