@@ -40,9 +40,10 @@ def list_queues(broker: Broker) -> list[dict[str, Any]]:
 
 
 def list_connections(broker: Broker) -> list[dict[str, Any]]:
-    """Every connection: an id for ``close_connection``, the peer, its channels, its client's product."""
+    """Every connection: an id for ``close_connection``, the peer, its channels, the negotiated heartbeat
+    (``timeout``, as rabbitmqctl names it), its client's product."""
     return [{"id": id(c), "peer": c.peer, "peer_port": int(c.peer.rsplit(":", 1)[1]) if ":" in c.peer else 0,
-             "channels": len(c.channels), "state": c.state,
+             "channels": len(c.channels), "state": c.state, "timeout": c.heartbeat,
              "product": str(c.client_properties.get("product", ""))} for c in broker.connections]
 
 

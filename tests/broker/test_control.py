@@ -35,7 +35,7 @@ def test_list_close_and_stop_through_the_control_socket(tmp_path):
     code, channels = ctl(data, "list_channels")
     assert [c["global_prefetch_count"] for c in channels] == [7]
     code, connections = ctl(data, "list_connections")
-    assert len(connections) == 1
+    assert len(connections) == 1 and connections[0]["timeout"] == 60  # pika takes the server's offer
     assert ctl(data, "close_connection", str(connections[0]["id"]), "test says bye") == (0, 1)
     with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as info:
         connection.process_data_events(2)
