@@ -1,7 +1,8 @@
 """The command line: ``python -m minicelery -A proj worker`` and friends.
 
-Sub-commands ``worker`` (``-B`` runs beat beside it), ``beat``, ``call``, ``result``, ``purge`` and
-``report``; ``-A/--app`` and ``-b/--broker``
+Sub-commands ``worker`` (``-B`` runs beat beside it, ``--embedded-broker`` a broker), ``beat``,
+``call``, ``result``, ``purge``, ``report``, ``broker`` (the embedded AMQP broker,
+:mod:`minicelery.embedded`) and ``demo``; ``-A/--app`` and ``-b/--broker``
 may come before or after the sub-command, as with Celery. Errors that users cause (an app that cannot be
 found, a bad option, an unreachable broker, bad configuration) print one paragraph, no traceback, and
 exit with a named code from :data:`EXIT_CODES`. Celery's counterpart is ``celery.bin`` (click based);
@@ -24,15 +25,18 @@ from typing import Any
 
 from . import __version__, log
 from .app import Celery
-from .exceptions import CeleryError, ImproperlyConfigured, OperationalError, TimeoutError
+from .embedded import add_broker_parser, broker_command, with_embedded_broker
+from .exceptions import BrokerDataError, CeleryError, ImproperlyConfigured, OperationalError, TimeoutError
 from .imports import find_app
 from .protocol import read_time_limit
 
-__all__ = ["main", "EX_OK", "EX_FAILURE", "EX_USAGE", "EX_UNAVAILABLE", "EX_TEMPFAIL", "EX_CONFIG"]
+__all__ = ["main", "EX_OK", "EX_FAILURE", "EX_USAGE", "EX_DATAERR", "EX_UNAVAILABLE", "EX_TEMPFAIL",
+           "EX_CONFIG"]
 
 EX_OK = 0           #: success, or a warm shutdown
 EX_FAILURE = 1      #: the task failed (``result``), a cold shutdown, or an unexpected error
 EX_USAGE = 64       #: a bad option or argument, or an ``-A`` that names no app
+EX_DATAERR = 65     #: the embedded broker's data directory is locked by another broker or damaged
 EX_UNAVAILABLE = 69  #: the broker cannot be reached
 EX_TEMPFAIL = 75    #: ``result --timeout`` expired
 EX_CONFIG = 78      #: the configuration is invalid
@@ -40,6 +44,7 @@ EX_CONFIG = 78      #: the configuration is invalid
 #: The one place where exception families become exit codes (checked in order).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (OperationalError, EX_UNAVAILABLE),
+    (BrokerDataError, EX_DATAERR),
     (ImproperlyConfigured, EX_CONFIG),
     (TimeoutError, EX_TEMPFAIL),
     (CeleryError, EX_FAILURE),
@@ -108,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--without-heartbeat", action="store_true", help="disable AMQP heartbeats")
     worker.add_argument("--start-method", choices=["fork", "spawn"],
                         help="how children are started (default fork)")
+    worker.add_argument("--embedded-broker", action="store_true",
+                        help="start the embedded broker on the broker URL's local host and port first")
     for flag in ("--without-gossip", "--without-mingle"):
         worker.add_argument(flag, action="store_true", help="accepted for Celery compatibility")
     worker.add_argument("-B", "--beat", action="store_true",
@@ -140,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
     report = sub.add_parser("report", help="versions and the (censored) configuration")
     _common(report, argparse.SUPPRESS)
+    add_broker_parser(sub, _at_least)
+    demo = sub.add_parser("demo", help="the zero-setup tour: a broker, a worker and a client on this machine")
+    demo.add_argument("-c", "--concurrency", type=_at_least(1), help="worker child processes (default: CPUs)")
+    demo.add_argument("-n", "--count", type=_at_least(1), default=300, help="additions to send (default 300)")
     return parser
 
 
@@ -148,8 +159,17 @@ def main(argv: list[str] | None = None, app: Celery | None = None) -> int:
     try:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
         if args.command is None:
-            raise UsageError("minicelery: give a command: worker, beat, call, result, purge or report "
-                             "(see --help)")
+            raise UsageError("minicelery: give a command: worker, beat, call, result, purge, report, "
+                             "broker or demo (see --help)")
+        if args.command == "broker":  # needs no app
+            try:
+                level = log.parse_level(args.loglevel)
+            except ValueError as exc:
+                raise UsageError(f"minicelery broker: {exc}")
+            return broker_command(args, level, __version__)
+        if args.command == "demo":
+            from .demo import run_demo  # its app and tasks load only for this command
+            return run_demo(args.count, args.concurrency)
         app = app or _load_app(args.app)
         if args.broker:
             app.conf.broker_url = args.broker
@@ -215,7 +235,7 @@ def worker_command(app: Celery, args: argparse.Namespace) -> int:
                     start_method=args.start_method, time_limit=hard, soft_time_limit=soft)
     beat = _start_embedded_beat(args) if args.beat else None
     try:
-        return worker.start()
+        return with_embedded_broker(conf.broker_url, worker.start) if args.embedded_broker else worker.start()
     finally:
         if beat is not None:
             _stop_embedded_beat(beat)

@@ -10,6 +10,7 @@ The tree::
     ├── CeleryError
     │   ├── ImproperlyConfigured          bad or missing configuration
     │   │   └── ScheduleFileError         beat's schedule file is corrupt, foreign or unwritable
+    │   ├── BrokerDataError               the embedded broker's data directory is locked or damaged
     │   ├── SecurityError                 refused to rebuild or decode something unsafe
     │   │   └── ContentDisallowed         a message's content type is not in accept_content
     │   ├── TaskPredicate                 control flow raised from inside a task
@@ -47,6 +48,7 @@ __all__ = [
     "AlreadyRegistered",
     "AlwaysEagerIgnored",
     "ChordError",
+    "BrokerDataError",
     "CeleryError",
     "CeleryWarning",
     "ContentDisallowed",
@@ -93,6 +95,8 @@ class ScheduleFileError(ImproperlyConfigured):
 
 class SchedulingError(CeleryError):
     """Raised when beat cannot use or send one schedule entry; beat logs it and goes on with the others."""
+class BrokerDataError(CeleryError):
+    """The embedded broker's data directory is locked by another broker, or damaged (file, offset named)."""
 
 
 class SecurityError(CeleryError):
