@@ -2,7 +2,8 @@
 
 It starts the embedded broker on a free port (in a temporary data directory), a worker with one child per
 CPU (``-A minicelery.demo``: the tasks below), and sends a few hundred example tasks — plain additions, one
-that retries, one that fails, one with a countdown — showing a progress bar, then the results and the
+that retries, one that fails, one with a countdown, a chain and a group — showing a progress bar, then the
+results and the
 throughput; then it stops everything and removes the directory. RabbitMQ, running or not, is not involved.
 """
 
@@ -17,6 +18,7 @@ import time
 from typing import Any
 
 from .app import Celery
+from .canvas import chain, group, signature
 from .embedded import BrokerChild
 
 __all__ = ["app", "run_demo"]
@@ -65,7 +67,7 @@ def run_demo(count: int = 300, concurrency: int | None = None) -> int:
         worker = subprocess.Popen([sys.executable, "-m", "minicelery", "-A", "minicelery.demo", "worker",
                                    "-c", str(concurrency)], env=env, stdout=log, stderr=log)
         print(f"worker with {concurrency} child process{'es' if concurrency != 1 else ''}; sending {count} "
-              "additions, a retry, a failure and a countdown")
+              "additions, a retry, a failure, a countdown, a chain and a group")
         return _tour(url, count)
     finally:
         if worker is not None:
@@ -79,8 +81,11 @@ def _tour(url: str, count: int) -> int:
     client = Celery("minicelery.demo.client", broker=url, backend="rpc://")
     started = time.monotonic()
     sums = [client.send_task("demo.add", (n, n)) for n in range(count)]
+    step = signature("demo.add", app=client)  # by name: the client does not define the tasks
     special = {"retry": client.send_task("demo.flaky"), "failure": client.send_task("demo.fail"),
-               "countdown": client.send_task("demo.add", (20, 22), countdown=1)}
+               "countdown": client.send_task("demo.add", (20, 22), countdown=1),
+               "chain": chain(step.clone((1, 2)), step.clone((10,)), step.clone((100,))).apply_async(),
+               "group": group(step.clone((n, n)) for n in range(5)).apply_async()}
     total = count + len(special)
     wrong = 0
     for done, result in enumerate(sums, 1):
@@ -96,6 +101,7 @@ def _tour(url: str, count: int) -> int:
         print(f"  {name:10} -> {outcome!r}")
     client.close()
     ok = (not wrong and outcomes["countdown"] == 42 and isinstance(outcomes["failure"], ValueError)
-          and str(outcomes["retry"]).startswith("succeeded"))
+          and str(outcomes["retry"]).startswith("succeeded") and outcomes["chain"] == 113
+          and outcomes["group"] == [0, 2, 4, 6, 8])
     print("\nall done: everything stopped and cleaned up" if ok else "\nsomething went wrong (see above)")
     return 0 if ok else 1
