@@ -26,6 +26,7 @@ import select
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -63,6 +64,8 @@ class _Broker:
         # Forked children publish through this pair: a datagram arrives whole or not at all.
         self.inbox, self.outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.inbox.setblocking(False)
+        weakref.finalize(self, self.inbox.close)  # at exit at the latest (also for an unused broker)
+        weakref.finalize(self, self.outbox.close)
 
     def declare(self, spec: QueueSpec) -> None:
         with self.lock:
