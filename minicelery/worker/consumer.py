@@ -105,7 +105,6 @@ class Consumer:
         possible. ``OperationalError`` when the connection is lost."""
         self.connection.wait(self._timeout())
         self.dispatch.outbox.written()
-        self.dispatch.submit_accepted()  # their early acks left in that wait
         self.pool.poll(0)
         self.dispatch.handle_pool_events(self.pool.events())
         self._repair_consumers()
@@ -113,12 +112,16 @@ class Consumer:
         self.dispatch.accept_ready()
         self._update_qos()
         self.flush()
+        if self.dispatch.requests.accepted:
+            # Their early acks must leave before the children get the jobs: a wait that blocks for
+            # nothing writes them (and may read more deliveries, which wait for the next turn).
+            self.connection.wait(0)
+            self.dispatch.outbox.written()
+            self.dispatch.submit_accepted()
 
     def _timeout(self) -> float:
         """How long the next wait may last: until the next ETA or time limit, at most ``LOOP_INTERVAL``."""
         requests = self.dispatch.requests
-        if requests.accepted:
-            return 0.0
         deadlines = [d for d in (requests.next_due(), self.pool.next_deadline()) if d is not None]
         return max(0.0, min([LOOP_INTERVAL, *(d - time.monotonic() for d in deadlines)]))
 
