@@ -17,7 +17,7 @@ import textwrap
 import uuid
 
 import pytest
-from broker_admin import delete_queues, ready_count
+from broker_admin import MASKED_URL, delete_queues, ready_count
 from cli_support import LOG_LINE, WorkerProcess, run_cli, wait_for_count
 from worker_support import child_pids
 
@@ -161,7 +161,7 @@ def test_worker_banner_log_format_and_hostname(workers, short_queue, client):
     lines = worker.stdout().splitlines()
     assert lines[0] == " "
     assert lines[1] == f" -------------- w1@{host} v0.1.0 (minicelery)"
-    assert "- ** ---------- .> transport:   amqp://guest:**@127.0.0.1:5672//" in lines
+    assert f"- ** ---------- .> transport:   {MASKED_URL}" in lines
     assert "- ** ---------- .> results:     rpc://" in lines
     assert "- *** --- * --- .> concurrency: 2 (prefork)" in lines
     assert any(re.fullmatch(r"- \*\* ---------- \.> app:         ctasks:0x[0-9a-f]+", line) for line in lines)
@@ -175,7 +175,7 @@ def test_worker_banner_log_format_and_hostname(workers, short_queue, client):
 
     log = worker.stderr().splitlines()
     assert log and all(re.match(LOG_LINE, line) for line in log), worker.stderr()
-    assert re.match(LOG_LINE + r"Connected to amqp://guest:\*\*@127\.0\.0\.1:5672//$", log[0])
+    assert re.match(LOG_LINE + re.escape(f"Connected to {MASKED_URL}") + "$", log[0])
     assert any(re.match(LOG_LINE + re.escape(f"w1@{host} ready."), line) for line in log)
     assert any(re.match(r"^\[[^]]+: INFO/MainProcess\] " + re.escape(f"Task ctasks.add[{result.id}] received"),
                         line) for line in log)
