@@ -1,4 +1,5 @@
-"""``python -m minicelery`` as users run it: real subprocesses against the real RabbitMQ.
+"""``python -m minicelery`` as users run it: real subprocesses against a real broker
+(RabbitMQ, or the embedded one with ``MINICELERY_TEST_BROKER=embedded``).
 
 Every worker runs ``-A ctasks`` (this directory's task module, configured through ``CTASKS_*``
 environment variables) on queues of its own, and is killed at teardown whatever happened. Nothing sleeps
@@ -17,7 +18,7 @@ import textwrap
 import uuid
 
 import pytest
-from broker_admin import MASKED_URL, delete_queues, ready_count
+from broker_admin import BROKER_URL, MASKED_URL, delete_queues, ready_count
 from cli_support import LOG_LINE, WorkerProcess, run_cli, wait_for_count
 from worker_support import child_pids
 
@@ -111,7 +112,7 @@ def test_unreachable_broker_is_one_paragraph_naming_the_masked_url_and_exit_69()
 def test_invalid_configuration_is_one_paragraph_and_exit_78(tmp_path):
     (tmp_path / "badbackend.py").write_text(
         "from minicelery import Celery\n"
-        "app = Celery('badbackend', broker='amqp://guest:guest@127.0.0.1:5672//',\n"
+        f"app = Celery('badbackend', broker={BROKER_URL!r},\n"
         "             backend='redis://:hunter2@localhost/0')\n")
     done = run_cli(["-A", "badbackend", "worker", "-c", "1"], cwd=tmp_path)
     assert done.returncode == 78, done
