@@ -1,6 +1,7 @@
 """The task module of the beat integration tests (``-A btasks``), configured from the environment.
 
-* ``BTASKS_BROKER``: the broker URL (default: the test RabbitMQ on 127.0.0.1:5672).
+* ``BTASKS_BROKER``: the broker URL (default: ``MINICELERY_TEST_BROKER_URL``, the test broker, else
+  RabbitMQ on 127.0.0.1:5672).
 * ``BTASKS_QUEUE``: ``task_default_queue``, where beat sends the entry.
 * ``BTASKS_INTERVAL``: the interval of the one entry, ``tick-every`` (``btasks.tick(1, 2)``), in seconds.
 * ``BTASKS_DIR``: where ``tick`` appends one line per run (``runs``), for the ``worker -B`` test.
@@ -12,7 +13,9 @@ import os
 
 from minicelery import Celery
 
-app = Celery("btasks", broker=os.environ.get("BTASKS_BROKER", "amqp://guest:guest@127.0.0.1:5672//"))
+BROKER = os.environ.get("BTASKS_BROKER") or os.environ.get("MINICELERY_TEST_BROKER_URL") \
+    or "amqp://guest:guest@127.0.0.1:5672//"
+app = Celery("btasks", broker=BROKER)
 app.conf.task_default_queue = os.environ.get("BTASKS_QUEUE", "celery")
 app.conf.beat_schedule = {
     "tick-every": {"task": "btasks.tick", "schedule": float(os.environ.get("BTASKS_INTERVAL", "1.0")),

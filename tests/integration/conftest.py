@@ -1,37 +1,63 @@
-"""Fixtures shared by the integration tests, which talk to the real RabbitMQ on 127.0.0.1:5672.
+"""Fixtures shared by the integration tests, which talk to a real broker: RabbitMQ on 127.0.0.1:5672, or
+with ``MINICELERY_TEST_BROKER=embedded`` the embedded broker (see broker_admin).
 
-They fail rather than skip when RabbitMQ is unreachable: a broker test that silently skips proves nothing.
+They fail rather than skip when the broker is unreachable: a broker test that silently skips proves nothing.
 
+* ``test_broker`` (session, autouse): starts the session's embedded broker when that is the test broker, and
+  stops it at the end; nothing for RabbitMQ.
 * ``broker_url``: the URL to connect to (checked once per session).
 * ``unique_queue``: a factory of fresh queue names; each queue, and the exchange of the same name that a
   ``QueueSpec`` declares, is deleted at teardown.
 * ``pika_channel``: a plain pika channel, to look at what minicelery did without going through it.
-* ``rabbitmq_restart``: stops and starts the RabbitMQ application with ``rabbitmqctl``, and always
-  restarts it at teardown, whatever happened.
+* ``rabbitmq_restart``: stops and starts the broker (``rabbitmqctl stop_app``/``start_app``, or the
+  embedded broker's process on the same port and data directory), and always starts it again at teardown,
+  whatever happened.
 """
 
 from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 
 import pika
 import pytest
-from broker_admin import BROKER_URL, HOST, PORT, delete_queues, plain_connection
+from broker_admin import (
+    BROKER_NAME,
+    BROKER_URL,
+    EMBEDDED,
+    HOST,
+    PORT,
+    delete_queues,
+    plain_connection,
+    start_broker,
+    start_session_broker,
+    stop_broker,
+)
 from cli_support import WorkerProcess, worker_factory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The session's embedded broker (durable, in a temporary data directory), when it is the test broker."""
+    if not EMBEDDED:
+        yield
+        return
+    broker = start_session_broker(str(tmp_path_factory.mktemp("embedded-broker")))
+    yield
+    broker.stop()  # asserts a clean exit
 
 
 @pytest.fixture(scope="session")
 def broker_url() -> str:
-    """The URL of the test broker; fails the test when RabbitMQ is not listening on 127.0.0.1:5672."""
+    """The URL of the test broker; fails the test when the broker is not listening."""
     try:
         socket.create_connection((HOST, PORT), timeout=5).close()
     except OSError as exc:
-        pytest.fail(f"RabbitMQ is not reachable on {HOST}:{PORT} ({exc}). Start it (e.g. "
-                    f"`rabbitmq-server -detached`) before running the integration tests.")
+        hint = "the embedded broker did not start" if EMBEDDED else \
+            "start it (e.g. `rabbitmq-server -detached`) before running the integration tests"
+        pytest.fail(f"{BROKER_NAME} is not reachable on {HOST}:{PORT} ({exc}): {hint}.")
     return BROKER_URL
 
 
@@ -70,35 +96,30 @@ def unique_queue(broker_url: str) -> Iterator[Callable[..., str]]:
 
 
 class RabbitControl:
-    """Stop and start the RabbitMQ application (the Erlang node stays up), with ``rabbitmqctl``."""
+    """Stop and start the test broker: RabbitMQ's application (the Erlang node stays up), with
+    ``rabbitmqctl``, or the embedded broker's process (see ``broker_admin.stop_broker``/``start_broker``)."""
 
     def __init__(self) -> None:
         self.stopped = False
 
-    @staticmethod
-    def _ctl(*args: str) -> None:
-        subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
-
     def stop(self) -> None:
-        """``rabbitmqctl stop_app``: every connection is closed and the port stops listening."""
+        """Every connection is closed and the port stops listening."""
         self.stopped = True
-        self._ctl("stop_app")
+        stop_broker()
 
     def start(self) -> None:
-        """``start_app`` then ``await_startup``, then wait until AMQP connections are accepted again."""
-        self._ctl("start_app")
-        self._ctl("await_startup")
-        plain_connection().close()
+        """Start it again, then wait until AMQP connections are accepted again."""
+        start_broker()
         self.stopped = False
 
 
 @pytest.fixture
 def rabbitmq_restart(broker_url: str) -> Iterator[RabbitControl]:
     """A :class:`RabbitControl`; the broker is always started again at teardown."""
-    if shutil.which("rabbitmqctl") is None:
+    if not EMBEDDED and shutil.which("rabbitmqctl") is None:
         pytest.fail("rabbitmqctl is not on PATH: the broker restart tests need it (and root).")
     control = RabbitControl()
     try:
         yield control
     finally:
-        control.start()  # whatever happened; start_app on a running node is harmless
+        control.start()  # whatever happened; starting a running broker is harmless

@@ -3,7 +3,8 @@
 It is imported by worker subprocesses, never by the tests themselves, and is configured from the
 environment so that every test can use its own queue and its own bookkeeping files:
 
-* ``CTASKS_BROKER``: the broker URL (default: the test RabbitMQ on 127.0.0.1:5672).
+* ``CTASKS_BROKER``: the broker URL (default: ``MINICELERY_TEST_BROKER_URL``, the test broker, else
+  RabbitMQ on 127.0.0.1:5672).
 * ``CTASKS_QUEUE``: ``task_default_queue`` (what ``call`` sends to and ``purge`` empties by default).
 * ``CTASKS_RETRY_ON_STARTUP`` (any non-empty value) and ``CTASKS_MAX_RETRIES``: set
   ``broker_connection_retry_on_startup = True`` and ``broker_connection_max_retries``.
@@ -24,7 +25,9 @@ import time
 
 from minicelery import Celery
 
-app = Celery("ctasks", broker=os.environ.get("CTASKS_BROKER", "amqp://guest:guest@127.0.0.1:5672//"),
+BROKER = os.environ.get("CTASKS_BROKER") or os.environ.get("MINICELERY_TEST_BROKER_URL") \
+    or "amqp://guest:guest@127.0.0.1:5672//"
+app = Celery("ctasks", broker=BROKER,
              backend="rpc://")
 app.conf.task_default_queue = os.environ.get("CTASKS_QUEUE", "celery")
 if os.environ.get("CTASKS_RETRY_ON_STARTUP"):

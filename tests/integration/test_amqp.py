@@ -1,6 +1,7 @@
-"""minicelery.amqp against the real RabbitMQ: what goes on the wire, what is declared, and how it fails.
+"""minicelery.amqp against a real broker: what goes on the wire, what is declared, and how it fails.
 
-Everything minicelery publishes or declares is read back with plain pika (or ``rabbitmqctl``), so these
+Everything minicelery publishes or declares is read back with plain pika (or the broker's admin interface:
+``rabbitmqctl``, or the embedded broker's control socket, through ``broker_admin``), so these
 tests check the broker's view, not our own. One exception, by design: pika decodes an AMQP double header
 truncated to an int (pika 1.4.4 as it ships, which minicelery leaves alone), so a float header is checked
 on the bytes minicelery writes, not on what plain pika reads back.
@@ -8,14 +9,12 @@ on the bytes minicelery writes, not on what plain pika reads back.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import select
 import socket
 import struct
-import subprocess
 import threading
 import time
 import uuid
@@ -28,6 +27,14 @@ import pika
 import pika.data
 import pika.spec
 import pytest
+from broker_admin import (
+    MASKED_URL,
+    amqp_sockets,
+    close_connection,
+    list_channels,
+    list_connections,
+    list_queues,
+)
 
 import minicelery
 from minicelery.amqp import AmqpConnection, AmqpTransport
@@ -260,15 +267,6 @@ def test_an_incompatible_declaration_is_an_operational_error_and_the_next_call_w
     assert worker.is_open
 
 
-def _list_queues() -> list[dict[str, Any]]:
-    out = subprocess.run(
-        ["rabbitmqctl", "list_queues", "-q", "--formatter", "json",
-         "name", "durable", "auto_delete", "exclusive", "arguments", "consumers"],
-        check=True, capture_output=True, text=True, timeout=60).stdout
-    rows: list[dict[str, Any]] = json.loads(out)
-    return rows
-
-
 def test_reply_queue_is_declared_like_celerys(broker, unique_queue, pika_channel):
     name, unconsumed = unique_queue("reply"), unique_queue("reply")
     broker.declare_reply_queue(name, 86400000)
@@ -276,10 +274,10 @@ def test_reply_queue_is_declared_like_celerys(broker, unique_queue, pika_channel
     # Celery's own declaration (spec §9.1) is equivalent: no PRECONDITION_FAILED.
     pika_channel.queue_declare(name, durable=True, auto_delete=True, exclusive=False,
                                arguments={"x-expires": 86400000})
-    rows = {row["name"]: row for row in _list_queues() if row["name"] in (name, unconsumed)}
+    rows = {row["name"]: row for row in list_queues() if row["name"] in (name, unconsumed)}
     row = rows[name]
     assert (row["durable"], row["auto_delete"], row["exclusive"]) == (True, True, False)
-    # rabbitmqctl lists each argument as [name, type, value]
+    # the admin interface lists each argument as [name, type, value], as rabbitmqctl does
     assert [(entry[0], entry[-1]) for entry in row["arguments"]] == [("x-expires", 86400000)]
     assert row["consumers"] == 1
     assert (rows[unconsumed]["consumers"], rows[unconsumed]["arguments"]) == (0, [])
@@ -386,38 +384,17 @@ def test_each_thread_has_its_own_connection_and_nothing_is_lost(broker, unique_q
     _wait_for_count(pika_channel, queue, 4 * per_thread)
 
 
-def _amqp_sockets() -> dict[int, int]:
-    """This process's TCP connections to port 5672: local port → file descriptor (from /proc)."""
-    inodes: dict[str, int] = {}
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            if target.startswith("socket:["):
-                inodes[target[8:-1]] = int(fd)
-    found: dict[int, int] = {}
-    with open("/proc/self/net/tcp") as table:
-        for line in list(table)[1:]:
-            fields = line.split()
-            local, remote, inode = fields[1], fields[2], fields[9]
-            if remote.endswith(":1628") and inode in inodes:  # 0x1628 == 5672
-                found[int(local.split(":")[1], 16)] = inodes[inode]
-    return found
-
-
 def _close_from_the_broker(local_port: int) -> None:
-    listed = subprocess.run(["rabbitmqctl", "list_connections", "-q", "pid", "peer_port"],
-                            check=True, capture_output=True, text=True, timeout=60).stdout
-    (pid,) = [line.split()[0] for line in listed.splitlines() if line.split()[-1:] == [str(local_port)]]
-    subprocess.run(["rabbitmqctl", "close_connection", pid, "closed by a test"], check=True,
-                   capture_output=True, timeout=60)
+    (found,) = [row["id"] for row in list_connections() if row["peer_port"] == local_port]
+    close_connection(found, "closed by a test")
 
 
 def test_a_send_after_the_broker_closed_the_connection_is_not_swallowed(broker, unique_queue, pika_channel):
     queue = unique_queue()
     spec = QueueSpec(queue)
-    before = _amqp_sockets()
+    before = amqp_sockets()
     broker.publish(b"one", {}, routing_key=queue, declare=[spec])
-    ((port, fd),) = [(p, fd) for p, fd in _amqp_sockets().items() if p not in before]
+    ((port, fd),) = [(p, fd) for p, fd in amqp_sockets().items() if p not in before]
     link = broker._state().link
     _close_from_the_broker(port)
     assert select.select([fd], [], [], 10)[0], "the broker's connection.close never came"
@@ -430,14 +407,14 @@ def test_a_send_after_the_broker_closed_the_connection_is_not_swallowed(broker, 
 
 def test_a_lost_connection_is_reported_by_purge_then_reopened(broker, unique_queue, pika_channel):
     queue = unique_queue()
-    before = _amqp_sockets()
+    before = amqp_sockets()
     broker.publish(b"one", {}, routing_key=queue, declare=[QueueSpec(queue)])
-    ((port, fd),) = [(p, fd) for p, fd in _amqp_sockets().items() if p not in before]
+    ((port, fd),) = [(p, fd) for p, fd in amqp_sockets().items() if p not in before]
     _close_from_the_broker(port)
     assert select.select([fd], [], [], 10)[0], "the broker's connection.close never came"
     with pytest.raises(OperationalError, match="lost") as info:
         broker.purge([queue])  # not retried: the caller hears of it ...
-    assert info.value.url == "amqp://guest:**@127.0.0.1:5672//" and info.value.reason
+    assert info.value.url == MASKED_URL and info.value.reason
     assert broker.purge([queue]) == 1  # ... and the next call reconnects
 
 
@@ -480,7 +457,7 @@ def test_confirm_publish_raises_when_the_broker_refuses(broker_url, unique_queue
         confirming.publish(b"fits", {}, routing_key=queue)
         with pytest.raises(OperationalError, match="did not accept") as nacked:
             confirming.publish(b"nacked: the queue is full", {}, routing_key=queue)
-        assert nacked.value.url == "amqp://guest:**@127.0.0.1:5672//"
+        assert nacked.value.url == MASKED_URL
         with pytest.raises(OperationalError, match="did not accept"):
             confirming.publish(b"returned: unroutable", {}, routing_key=unique_queue())
         declared = unique_queue()
@@ -499,10 +476,7 @@ def test_heartbeat_is_passed_through(broker_url):
     connection = AmqpTransport(broker_url, heartbeat=30).connection()
     connection.connect()
     try:  # the broker's view: the heartbeat negotiated on the wire
-        out = subprocess.run(["rabbitmqctl", "list_connections", "-q", "--formatter", "json", "timeout",
-                              "client_properties"], check=True, capture_output=True, text=True,
-                             timeout=60).stdout
-        assert 30 in {row["timeout"] for row in json.loads(out)}
+        assert 30 in {row["timeout"] for row in list_connections()}
     finally:
         connection.close()
 
@@ -511,9 +485,7 @@ def test_heartbeat_is_passed_through(broker_url):
 
 
 def _global_prefetch_counts() -> set[int]:
-    command = ["rabbitmqctl", "list_channels", "-q", "--formatter", "json", "global_prefetch_count"]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=60).stdout
-    return {row["global_prefetch_count"] for row in json.loads(out)}
+    return {row["global_prefetch_count"] for row in list_channels()}
 
 
 def test_worker_connection_consumes_acks_and_rejects(broker_url, unique_queue, pika_channel):
@@ -618,7 +590,7 @@ def test_an_unknown_delivery_tag_closes_the_connection_and_connect_works_again(w
     with pytest.raises(OperationalError, match="unknown delivery tag") as info:
         _wait_until(worker, lambda: False, timeout=10)
     assert "PRECONDITION_FAILED" in (info.value.reason or "")
-    assert info.value.url == "amqp://guest:**@127.0.0.1:5672//"
+    assert info.value.url == MASKED_URL
     assert not worker.is_open
     with pytest.raises(OperationalError):
         worker.qos(1)

@@ -1,4 +1,4 @@
-"""Beat against the real RabbitMQ: what it sends, catch-up after a restart, the ``beat`` command, ``-B``.
+"""Beat against a real broker (RabbitMQ, or the embedded one): what it sends, catch-up after a restart, the ``beat`` command, ``-B``.
 
 The first tests drive the scheduler in-process on a fake clock and read what reached the broker with plain
 pika; the others run ``python -m minicelery ... beat`` and ``worker -B`` as real subprocesses for a few

@@ -1,4 +1,5 @@
-"""``python -m minicelery`` as users run it: real subprocesses against the real RabbitMQ.
+"""``python -m minicelery`` as users run it: real subprocesses against a real broker
+(RabbitMQ, or the embedded one with ``MINICELERY_TEST_BROKER=embedded``).
 
 Every worker runs ``-A ctasks`` (this directory's task module, configured through ``CTASKS_*``
 environment variables) on queues of its own, and is killed at teardown whatever happened. Nothing sleeps
@@ -17,7 +18,7 @@ import textwrap
 import uuid
 
 import pytest
-from broker_admin import delete_queues, ready_count
+from broker_admin import BROKER_URL, MASKED_URL, delete_queues, ready_count
 from cli_support import LOG_LINE, WorkerProcess, run_cli, wait_for_count
 from worker_support import child_pids
 
@@ -111,7 +112,7 @@ def test_unreachable_broker_is_one_paragraph_naming_the_masked_url_and_exit_69()
 def test_invalid_configuration_is_one_paragraph_and_exit_78(tmp_path):
     (tmp_path / "badbackend.py").write_text(
         "from minicelery import Celery\n"
-        "app = Celery('badbackend', broker='amqp://guest:guest@127.0.0.1:5672//',\n"
+        f"app = Celery('badbackend', broker={BROKER_URL!r},\n"
         "             backend='redis://:hunter2@localhost/0')\n")
     done = run_cli(["-A", "badbackend", "worker", "-c", "1"], cwd=tmp_path)
     assert done.returncode == 78, done
@@ -161,7 +162,7 @@ def test_worker_banner_log_format_and_hostname(workers, short_queue, client):
     lines = worker.stdout().splitlines()
     assert lines[0] == " "
     assert lines[1] == f" -------------- w1@{host} v0.1.0 (minicelery)"
-    assert "- ** ---------- .> transport:   amqp://guest:**@127.0.0.1:5672//" in lines
+    assert f"- ** ---------- .> transport:   {MASKED_URL}" in lines
     assert "- ** ---------- .> results:     rpc://" in lines
     assert "- *** --- * --- .> concurrency: 2 (prefork)" in lines
     assert any(re.fullmatch(r"- \*\* ---------- \.> app:         ctasks:0x[0-9a-f]+", line) for line in lines)
@@ -175,7 +176,7 @@ def test_worker_banner_log_format_and_hostname(workers, short_queue, client):
 
     log = worker.stderr().splitlines()
     assert log and all(re.match(LOG_LINE, line) for line in log), worker.stderr()
-    assert re.match(LOG_LINE + r"Connected to amqp://guest:\*\*@127\.0\.0\.1:5672//$", log[0])
+    assert re.match(LOG_LINE + re.escape(f"Connected to {MASKED_URL}") + "$", log[0])
     assert any(re.match(LOG_LINE + re.escape(f"w1@{host} ready."), line) for line in log)
     assert any(re.match(r"^\[[^]]+: INFO/MainProcess\] " + re.escape(f"Task ctasks.add[{result.id}] received"),
                         line) for line in log)

@@ -1,4 +1,5 @@
-"""One contract suite, run against both transports: ``memory://`` and the real RabbitMQ on 127.0.0.1:5672.
+"""One contract suite, run against both transports: ``memory://`` and ``amqp`` on the test broker (RabbitMQ on
+127.0.0.1:5672, or the embedded broker with ``MINICELERY_TEST_BROKER=embedded``).
 
 Each test checks a promise of the protocol docstrings in :mod:`minicelery.transport` through the protocol
 alone (no private attribute, no plain pika), so the in-process broker is held to what RabbitMQ does.

@@ -1,7 +1,8 @@
-"""A worker survives the loss of its broker (``rabbitmqctl stop_app`` ... ``start_app``) by itself.
+"""A worker survives the loss of its broker (``rabbitmqctl stop_app`` ... ``start_app``, or a stop and start of
+the embedded broker's process) by itself.
 
 One restart serves every check, since a restart takes seconds and disturbs everyone using the broker.
-The broker is always started again (``start_app`` + ``await_startup``), whatever happens.
+The broker is always started again (the ``rabbitmq_restart`` fixture), whatever happens.
 
 While the broker is down, two tasks are running: an early-acked one and an ``acks_late`` one, both
 ``ctasks.hold`` tasks that run until the test opens their gate (a file). The test opens it only once the
@@ -20,11 +21,12 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import signal
 import time
 
 import pytest
-from broker_admin import ready_count
+from broker_admin import MASKED_URL, ready_count
 from cli_support import plain_channel, read_ids, wait_for_count
 
 from minicelery import Celery
@@ -72,8 +74,8 @@ def test_worker_reconnects_and_keeps_running_tasks(workers, broker_url, unique_q
                              start=after_loss)
         worker.wait_for_line(rf"Task ctasks\.hold_late\[{late}\] succeeded in [0-9.e-]+s: 'released'",
                              start=after_loss)
-        worker.wait_for_line(r"ERROR/MainProcess\] consumer: Cannot connect to amqp://guest:\*\*@127\.0\.0\.1"
-                             r":5672//: .*\.$", start=after_loss)
+        worker.wait_for_line(r"ERROR/MainProcess\] consumer: " + re.escape(f"Cannot connect to {MASKED_URL}")
+                             + r": .*\.$", start=after_loss)
         worker.wait_for_line(r"^Trying again in \d+\.\d\d seconds\.\.\. \(\d+/\d+\)$", start=after_loss)
         assert worker.proc.poll() is None
         finished_during_outage = sorted(read_ids(tmp_path, "finished"))
@@ -82,7 +84,7 @@ def test_worker_reconnects_and_keeps_running_tasks(workers, broker_url, unique_q
         rabbitmq_restart.start()  # start_app + await_startup, whatever happened
 
     # It reconnects by itself and consumes again.
-    worker.wait_for_line(r"INFO/MainProcess\] Connected to amqp://guest:\*\*@127\.0\.0\.1:5672//$",
+    worker.wait_for_line(r"INFO/MainProcess\] " + re.escape(f"Connected to {MASKED_URL}") + "$",
                          start=after_loss, timeout=60)
     client = Celery("lossclient", broker=broker_url, backend="rpc://", set_as_current=False)
     try:

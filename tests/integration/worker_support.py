@@ -5,7 +5,7 @@
 * ``start_worker``: a fixture, a factory of workers on fresh queues; every worker is stopped (SIGTERM, then
   SIGQUIT, then SIGKILL) and every queue deleted at teardown.
 * ``counter_file``: a fresh file path that counting tasks append to; :func:`count_runs` reads it.
-* :func:`queue_counts` / :func:`wait_queue_settled`: what RabbitMQ holds in a queue (ready and unacked).
+* :func:`queue_counts` / :func:`wait_queue_settled`: what the broker holds in a queue (ready and unacked).
 * :func:`child_pids`: the live child processes of a pid, read from ``/proc``.
 * :func:`wait_for_state`: poll an ``AsyncResult`` until it shows a state, with a deadline.
 
@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import broker_admin
 import cli_support
 import pytest
 from broker_admin import BROKER_URL, delete_queues
@@ -119,15 +120,11 @@ def child_pids(pid: int) -> list[int]:
 
 
 def queue_counts(queue: str) -> tuple[int, int]:
-    """``(messages_ready, messages_unacknowledged)`` of ``queue``, from ``rabbitmqctl list_queues``."""
-    out = subprocess.run(["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name",
-                          "messages_ready", "messages_unacknowledged"],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == queue:
-            return int(parts[1]), int(parts[2])
-    raise AssertionError(f"queue {queue!r} not found by rabbitmqctl")
+    """``(messages_ready, messages_unacknowledged)`` of ``queue``, from the broker's admin interface."""
+    for row in broker_admin.list_queues():
+        if row["name"] == queue:
+            return int(row["messages_ready"]), int(row["messages_unacknowledged"])
+    raise AssertionError(f"queue {queue!r} not found by {broker_admin.BROKER_NAME}'s admin interface")
 
 
 def wait_queue_settled(queue: str, expected: tuple[int, int] = (0, 0), timeout: float = 10.0) -> None:

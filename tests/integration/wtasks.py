@@ -5,7 +5,8 @@ so that a custom exception raised by a task is rebuilt as the very class the cli
 
 Configured from the environment, read once at import:
 
-* ``WTASKS_BROKER``: the broker URL (default: the test RabbitMQ on 127.0.0.1).
+* ``WTASKS_BROKER``: the broker URL (default: ``MINICELERY_TEST_BROKER_URL``, the test broker, else
+  RabbitMQ on 127.0.0.1:5672).
 * ``WTASKS_QUEUE``: ``task_default_queue`` (tests also pass ``queue=`` explicitly when sending).
 * ``WTASKS_ACCEPT``: comma-separated ``accept_content`` (default ``json``).
 * ``WTASKS_BACKEND``: ``result_backend`` (default ``rpc://``; the canvas tests use ``file:///dir``).
@@ -25,7 +26,8 @@ from pathlib import Path
 from minicelery import Celery
 from minicelery.exceptions import SoftTimeLimitExceeded
 
-BROKER = os.environ.get("WTASKS_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
+BROKER = os.environ.get("WTASKS_BROKER") or os.environ.get("MINICELERY_TEST_BROKER_URL") \
+    or "amqp://guest:guest@127.0.0.1:5672//"
 QUEUE = os.environ.get("WTASKS_QUEUE", "minicelery-wtasks")
 ACCEPT = [c.strip() for c in os.environ.get("WTASKS_ACCEPT", "json").split(",") if c.strip()]
 
