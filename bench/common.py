@@ -20,10 +20,11 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 HOST = "127.0.0.1"
-PORT = 5672
+#: RabbitMQ's port, or another broker's (``BENCH_BROKER_PORT``: the embedded broker, say).
+PORT = int(os.environ.get("BENCH_BROKER_PORT", "5672"))
 BROKER_URL = f"amqp://guest:guest@{HOST}:{PORT}//"
 
-#: The connection settings minicelery's ``amqp.link._Client`` uses with the default configuration
+#: The connection settings minicelery's ``amqp.AmqpTransport`` uses with the default configuration
 #: (``broker_heartbeat`` 120, ``broker_connection_timeout`` 4, one attempt): the pika references use the
 #: same ones so that only the library differs.
 PIKA_SETTINGS: dict[str, Any] = {"host": HOST, "port": PORT, "virtual_host": "/", "heartbeat": 120,
