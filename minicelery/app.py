@@ -6,7 +6,7 @@ finalizes, and the broker connection opens with the first message sent.
 Two signals let a program hook in: ``on_after_configure`` (sent once the configuration is read) and
 ``on_after_finalize``; Celery users call ``add_periodic_task`` from them. Celery's counterpart is
 ``celery.app.base``; left out are loaders, fixups, the ``on_configure`` and ``on_after_fork`` signals,
-events, control and the canvas.
+and the canvas. ``app.control`` (remote control of workers) lives in ``control.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -26,10 +25,12 @@ from . import _state, periodic
 from .brokers import open_transport
 from .clock import LamportClock
 from .config import Settings
+from .control import control_property
 from .exceptions import DuplicateTaskNameWarning, ImproperlyConfigured
 from .imports import config_module_from_envvar
 from .local import PromiseProxy
 from .message import SendOptions, TaskMessage
+from .pidbox import oid_from
 from .registry import TaskRegistry
 from .result import AsyncResult
 from .sending import complete, route
@@ -297,12 +298,15 @@ class Celery:
                                                       "__doc__": base.__doc__, **attrs})
         return self.__dict__[key]
 
+    #: Remote control of the workers: ``app.control.ping()``, ``.revoke()``, ``.inspect()``...
+    control = control_property
+
     # -- sending ----------------------------------------------------------------------------------
 
     @property
     def oid(self) -> str:
         """A uuid-like id of this app in this process."""
-        return _oid(self, "process")
+        return oid_from(self, "process")
 
     @property
     def thread_oid(self) -> str:
@@ -312,7 +316,7 @@ class Celery:
             local.__dict__.clear()
             local.pid = os.getpid()
         if not hasattr(local, "thread_oid"):
-            local.thread_oid = _oid(self, threading.get_ident())
+            local.thread_oid = oid_from(self, threading.get_ident())
         return local.thread_oid
 
     @property
@@ -393,8 +397,3 @@ class Celery:
 
 
 _state.set_default_app_factory(lambda: Celery("default", set_as_current=False))
-
-
-def _oid(app: Celery, scope: Any) -> str:
-    """A stable uuid3 for (host, process, scope, app), like Celery's ``oid_from``."""
-    return str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode():x}-{os.getpid():x}-{scope}-{id(app):x}"))

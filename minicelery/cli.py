@@ -105,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--time-limit", type=_seconds, help="hard time limit per task, in seconds (0: none)")
     worker.add_argument("--soft-time-limit", type=_seconds,
                         help="soft time limit per task, in seconds (0: none)")
-    worker.add_argument("--without-heartbeat", action="store_true", help="disable AMQP heartbeats")
+    worker.add_argument("--without-heartbeat", action="store_true",
+                        help="disable AMQP heartbeats and the worker-heartbeat events")
+    worker.add_argument("-E", "--task-events", action="store_true", default=None,
+                        help="send task events for monitoring (celery events, Flower)")
     worker.add_argument("--start-method", choices=["fork", "spawn"],
                         help="how children are started (default fork)")
     for flag in ("--without-gossip", "--without-mingle"):
@@ -212,7 +215,8 @@ def worker_command(app: Celery, args: argparse.Namespace) -> int:
                     loglevel=level, prefetch_multiplier=args.prefetch_multiplier,
                     max_tasks_per_child=args.max_tasks_per_child,
                     heartbeat=0 if args.without_heartbeat else None, app_spec=args.app,
-                    start_method=args.start_method, time_limit=hard, soft_time_limit=soft)
+                    start_method=args.start_method, time_limit=hard, soft_time_limit=soft,
+                    task_events=args.task_events, heartbeats=not args.without_heartbeat)
     beat = _start_embedded_beat(args) if args.beat else None
     try:
         return worker.start()

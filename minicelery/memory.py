@@ -10,8 +10,10 @@ consumer and its prefork pool) runs on it in-process: see :func:`minicelery.test
 One broker per URL (``memory://`` and ``memory://name``), shared by every thread of the process that
 created it. Its forked children (pool processes retrying a task) cannot share its memory, so what they
 publish travels to it as datagrams over a socket pair they inherit, and enters the queues when the
-broker's process next waits or publishes. Left out: other exchange types, TTLs, priorities, dead-lettering,
-persistence, and processes started with ``spawn`` (they start with an empty broker of their own).
+broker's process next waits or publishes. Exchanges route as AMQP's direct, fanout (every bound queue)
+and topic (``*`` one word, ``#`` any number) do. Left out: headers exchanges, TTLs, exclusive and
+auto-delete queues (they stay until the process ends), priorities, dead-lettering, persistence, and
+processes started with ``spawn`` (they start with an empty broker of their own).
 Dramatiq's ``StubBroker`` and httpx's ``MockTransport`` are the models; Celery has kombu's ``memory``.
 """
 
@@ -33,7 +35,7 @@ from typing import Any
 from .exceptions import OperationalError
 from .transport import Delivery, QueueSpec, Reply
 
-__all__ = ["MemoryTransport", "MemoryConnection"]
+__all__ = ["MemoryTransport", "MemoryConnection", "topic_matches"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class _Broker:
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)  # a message entered some queue
         self.queues: dict[str, _Queue] = {}
-        self.bindings: dict[tuple[str, str], set[str]] = {}  # (exchange, routing key) → queues
+        self.exchanges: dict[str, str] = {}  # name → type (direct, fanout, topic)
+        self.bindings: dict[str, set[tuple[str, str]]] = {}  # exchange → {(binding key, queue)}
         # Forked children publish through this pair: a datagram arrives whole or not at all.
         self.inbox, self.outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.inbox.setblocking(False)
@@ -68,7 +71,13 @@ class _Broker:
         with self.lock:
             self.queues.setdefault(spec.name, _Queue())
             if spec.exchange:
-                self.bindings.setdefault((spec.exchange, spec.routing_key or spec.name), set()).add(spec.name)
+                self.exchanges.setdefault(spec.exchange, spec.exchange_type)
+                key = spec.name if spec.routing_key is None else spec.routing_key
+                self.bindings.setdefault(spec.exchange, set()).add((key, spec.name))
+
+    def declare_exchange(self, name: str, exchange_type: str) -> None:
+        with self.lock:
+            self.exchanges.setdefault(name, exchange_type)
 
     def publish(self, message: _Message) -> None:
         """Route a message (lost when no queue matches, as AMQP drops an unroutable message)."""
@@ -89,7 +98,10 @@ class _Broker:
     def _route(self, message: _Message) -> None:
         """Put ``message`` into its queues and wake their consumers (the lock is held)."""
         if message.exchange:
-            names = sorted(self.bindings.get((message.exchange, message.routing_key), ()))
+            kind = self.exchanges.get(message.exchange, "direct")
+            names = sorted({queue for key, queue in self.bindings.get(message.exchange, ())
+                            if kind == "fanout" or (kind == "topic" and topic_matches(key, message.routing_key))
+                            or key == message.routing_key})
         else:
             names = [message.routing_key] if message.routing_key in self.queues else []
         for name in names:
@@ -115,6 +127,21 @@ class _Broker:
                 return
             # Our own children pickled this (the pair was made here); never bytes from a network.
             self._route(pickle.loads(data))
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """Whether a topic exchange routes ``key`` to a binding ``pattern``: words are dot-separated, ``*``
+    stands for exactly one word and ``#`` for zero or more (https://www.rabbitmq.com/tutorials/tutorial-five-python)."""
+    return _words_match(pattern.split("."), key.split("."))
+
+
+def _words_match(pattern: list[str], words: list[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_words_match(rest, words[skip:]) for skip in range(len(words) + 1))
+    return bool(words) and head in ("*", words[0]) and _words_match(rest, words[1:])
 
 
 _BROKERS: dict[str, _Broker] = {}
@@ -207,6 +234,7 @@ class MemoryConnection:
         self._open = False
         self._prefetch = 0
         self._consumers: dict[str, tuple[Callable[[Delivery], None], Callable[[str], None]]] = {}
+        self._no_ack: set[str] = set()  # queues consumed without acknowledgement
         self._unacked: dict[int, tuple[str, _Message]] = {}  # delivery tag → (queue, message)
         self._tags = itertools.count(1)
         self._watched: tuple[int, Callable[[], None]] | None = None
@@ -234,8 +262,13 @@ class MemoryConnection:
         self._check()
         self._broker.declare(spec)
 
+    def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
+        """See :meth:`Connection.declare_exchange <minicelery.transport.Connection.declare_exchange>`."""
+        self._check()
+        self._broker.declare_exchange(name, exchange_type)
+
     def consume(self, queue: str, on_message: Callable[[Delivery], None],
-                on_cancel: Callable[[str], None]) -> str:
+                on_cancel: Callable[[str], None], *, no_ack: bool = False) -> str:
         """See :meth:`Connection.consume <minicelery.transport.Connection.consume>`."""
         self._check()
         with self._broker.lock:
@@ -247,6 +280,8 @@ class MemoryConnection:
             raise OperationalError(f"memory:// has no queue {queue!r}: declare it first", url=self.url,
                                    reason="404 NOT_FOUND")
         self._consumers[queue] = (on_message, on_cancel)
+        if no_ack:
+            self._no_ack.add(queue)
         self.nudge()
         return f"ctag-{queue}"
 
@@ -257,6 +292,7 @@ class MemoryConnection:
                 with contextlib.suppress(ValueError):
                     self._broker.queues[name].consumers.remove(self)
         self._consumers.clear()
+        self._no_ack.clear()
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
         """See :meth:`Connection.ack <minicelery.transport.Connection.ack>`."""
@@ -328,11 +364,12 @@ class MemoryConnection:
         deliveries: list[tuple[Callable[[Delivery], None], Delivery]] = []
         with self._broker.lock:
             for name, (on_message, _) in self._consumers.items():
-                queue = self._broker.queues[name]
-                while queue.messages and (not self._prefetch or len(self._unacked) < self._prefetch):
+                queue, no_ack = self._broker.queues[name], name in self._no_ack
+                while queue.messages and (no_ack or not self._prefetch or len(self._unacked) < self._prefetch):
                     message = queue.messages.popleft()
                     tag = next(self._tags)
-                    self._unacked[tag] = (name, message)
+                    if not no_ack:
+                        self._unacked[tag] = (name, message)
                     deliveries.append((on_message, Delivery(tag, message.exchange, message.routing_key,
                                                             message.redelivered, _copy(message.properties),
                                                             message.body)))

@@ -9,8 +9,9 @@ Two implementations: ``amqp`` (RabbitMQ through pika, the production broker) and
 in-process broker for tests and scripts; the real worker runs on it). The values are plain frozen
 dataclasses with no pika in them, so the app and the worker never load the AMQP client to name a queue
 or read a delivery. Celery's counterparts are kombu's ``Connection``/``Producer``/``Consumer`` and its
-``Queue``/``Exchange``/``Message``; left out: exchange types other than direct for declaring, and
-message methods (acknowledging goes through the connection).
+``Queue``/``Exchange``/``Message``. Exchanges are direct, fanout (remote control's ``celery.pidbox``) or
+topic (monitoring events' ``celeryev``); left out: headers exchanges, and message methods (acknowledging
+goes through the connection).
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ __all__ = ["QueueSpec", "Reply", "Delivery", "Transport", "Connection"]
 
 @dataclass(frozen=True)
 class QueueSpec:
-    """A queue, its exchange (default: its name; ``''`` is never declared) and binding, as Celery's (§8.2)."""
+    """A queue, its exchange (default: its name; ``''`` is never declared) and binding, as Celery's (§8.2).
+
+    ``exchange_durable`` is False only for remote control's exchanges, which Celery declares transient.
+    """
 
     name: str
     exchange: str | None = None
     exchange_type: str = "direct"
+    exchange_durable: bool = True
     routing_key: str | None = None
     durable: bool = True
     auto_delete: bool = False
@@ -134,12 +139,18 @@ class Connection(Protocol):
     def declare(self, spec: QueueSpec) -> None:
         """Declare a queue, its exchange and its binding."""
 
+    def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
+        """Declare an exchange alone (``direct``, ``fanout`` or ``topic``), for publishing to it: a publish
+        to an exchange that does not exist closes the channel on RabbitMQ."""
+
     def consume(self, queue: str, on_message: Callable[[Delivery], None],
-                on_cancel: Callable[[str], None]) -> str:
-        """Consume ``queue`` with manual acknowledgement; return the consumer tag.
+                on_cancel: Callable[[str], None], *, no_ack: bool = False) -> str:
+        """Consume ``queue`` with manual acknowledgement (or none: ``no_ack``); return the consumer tag.
 
         ``on_message(delivery)`` runs inside :meth:`wait` for each message. ``on_cancel(queue)`` runs there
-        when the broker cancels the consumer (the queue was deleted, say); no message comes after it.
+        when the broker cancels the consumer (the queue was deleted, say); no message comes after it. A
+        ``no_ack`` delivery is settled by the broker as it leaves: it never counts against the prefetch
+        window and must not be acknowledged (remote control's mailbox, monitors' event queues).
         """
 
     def cancel_all(self) -> None:

@@ -99,8 +99,14 @@ class AmqpConnection:
             self._check()
             self._call(getattr(self._channel, method), **arguments)
 
+    def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
+        """See :meth:`Connection.declare_exchange <minicelery.transport.Connection.declare_exchange>`."""
+        self._check()
+        self._call(self._channel.exchange_declare, exchange=name, exchange_type=exchange_type, durable=durable,
+                   auto_delete=False)
+
     def consume(self, queue: str, on_message: Callable[[Delivery], None],
-                on_cancel: Callable[[str], None]) -> str:
+                on_cancel: Callable[[str], None], *, no_ack: bool = False) -> str:
         """See :meth:`Connection.consume <minicelery.transport.Connection.consume>`."""
         def deliver(_channel: Any, method: Any, props: Any, body: bytes) -> None:
             properties = {name: getattr(props, name) for name in DELIVERY_PROPERTIES}
@@ -112,7 +118,7 @@ class AmqpConnection:
                 self._connection.ioloop.stop()
 
         self._check()
-        tag = self._call(self._channel.basic_consume, queue, deliver, auto_ack=False).method.consumer_tag
+        tag = self._call(self._channel.basic_consume, queue, deliver, auto_ack=no_ack).method.consumer_tag
         self._queues[tag] = (queue, on_cancel)
         return str(tag)
 
