@@ -1,16 +1,17 @@
 """The command line: ``python -m minicelery -A proj worker`` and friends.
 
-Sub-commands ``worker`` (``-B`` runs beat beside it), ``beat``, ``call``, ``result``, ``purge`` and
-``report``; ``-A/--app`` and ``-b/--broker``
-may come before or after the sub-command, as with Celery. Errors that users cause (an app that cannot be
+Sub-commands ``worker`` (``-B`` runs beat beside it), ``beat``, ``call``, ``result``, ``purge``,
+``report``, and the operating commands ``inspect``, ``control`` and ``events`` (in ``cli_control``);
+``-A/--app`` and ``-b/--broker`` may come before or after the sub-command, as with Celery. Errors that users cause (an app that cannot be
 found, a bad option, an unreachable broker, bad configuration) print one paragraph, no traceback, and
 exit with a named code from :data:`EXIT_CODES`. Celery's counterpart is ``celery.bin`` (click based);
-left out are ``inspect``, ``control``, ``events``, ``multi`` and ``shell``.
+left out are ``multi``, ``status`` and ``shell``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import __version__, log
+from . import __version__, cli_control, log
 from .app import Celery
 from .exceptions import CeleryError, ImproperlyConfigured, OperationalError, TimeoutError
 from .imports import find_app
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
     report = sub.add_parser("report", help="versions and the (censored) configuration")
     _common(report, argparse.SUPPRESS)
+    cli_control.add_parsers(sub, lambda parser: _common(parser, argparse.SUPPRESS))
     return parser
 
 
@@ -151,8 +153,8 @@ def main(argv: list[str] | None = None, app: Celery | None = None) -> int:
     try:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
         if args.command is None:
-            raise UsageError("minicelery: give a command: worker, beat, call, result, purge or report "
-                             "(see --help)")
+            raise UsageError("minicelery: give a command: worker, beat, call, result, purge, report, "
+                             "inspect, control or events (see --help)")
         app = app or _load_app(args.app)
         if args.broker:
             app.conf.broker_url = args.broker
@@ -334,6 +336,15 @@ def purge_command(app: Celery, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _operating(command: Callable[[Celery, argparse.Namespace], int], app: Celery,
+               args: argparse.Namespace) -> int:
+    """Run an ``inspect``/``control``/``events`` command; its ``ValueError`` is a usage error."""
+    try:
+        return command(app, args)
+    except ValueError as exc:
+        raise UsageError(f"Error: {exc}") from None
+
+
 def report_command(app: Celery, args: argparse.Namespace) -> int:
     """``report``: versions and the humanized, censored configuration (for bug reports)."""
     versions = {"minicelery": __version__, "python": platform.python_version(),
@@ -351,4 +362,5 @@ def report_command(app: Celery, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[Celery, argparse.Namespace], int]] = {
     "worker": worker_command, "beat": beat_command, "call": call_command, "result": result_command,
     "purge": purge_command, "report": report_command,
+    **{name: functools.partial(_operating, command) for name, command in cli_control.COMMANDS.items()},
 }
