@@ -48,9 +48,13 @@ class AmqpConnection:
         self._params = parameters(url, heartbeat=heartbeat, connect_timeout=connect_timeout)
         self._connection: Any = None  # pika.SelectConnection while connected
         self._channel: Any = None
+        # no_ack consumers (remote control, monitors) get a channel of their own, as Celery's pidbox
+        # does: RabbitMQ blocks a whole channel once its global prefetch window is full, no_ack
+        # consumers included, and a worker busy with its window must still hear a revoke.
+        self._side: Any = None
         self._lost: BaseException | None = None  # why the connection or channel closed, once it did
         self._watched: tuple[int, Callable[[], None]] | None = None
-        self._queues: dict[str, tuple[str, Callable[[str], None]]] = {}  # consumer tag → queue, on_cancel
+        self._queues: dict[str, tuple[str, Callable[[str], None], Any]] = {}  # tag → queue, on_cancel, channel
 
     @property
     def is_open(self) -> bool:
@@ -60,7 +64,7 @@ class AmqpConnection:
     def connect(self) -> None:
         """See :meth:`Connection.connect <minicelery.transport.Connection.connect>`."""
         self.close()
-        self._lost, self._queues = None, {}
+        self._lost, self._queues, self._side = None, {}, None
         opened: list[BaseException] = []
 
         def failed(_connection: Any, error: BaseException) -> None:
@@ -118,15 +122,24 @@ class AmqpConnection:
                 self._connection.ioloop.stop()
 
         self._check()
-        tag = self._call(self._channel.basic_consume, queue, deliver, auto_ack=no_ack).method.consumer_tag
-        self._queues[tag] = (queue, on_cancel)
+        channel = self._side_channel() if no_ack else self._channel
+        tag = self._call(channel.basic_consume, queue, deliver, auto_ack=no_ack).method.consumer_tag
+        self._queues[tag] = (queue, on_cancel, channel)
         return str(tag)
+
+    def _side_channel(self) -> Any:
+        """The channel of the no_ack consumers, opened on first use."""
+        if self._side is None:
+            self._side = self._call(self._connection.channel, callback_name="on_open_callback")
+            self._side.add_on_close_callback(self._on_channel_closed)
+            self._side.add_on_cancel_callback(self._on_cancelled)
+        return self._side
 
     def cancel_all(self) -> None:
         """See :meth:`Connection.cancel_all <minicelery.transport.Connection.cancel_all>`."""
-        for tag in list(self._queues):
+        for tag, (_queue, _on_cancel, channel) in list(self._queues.items()):
             self._check()
-            self._call(self._channel.basic_cancel, tag)
+            self._call(channel.basic_cancel, tag)
             del self._queues[tag]
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
@@ -233,7 +246,7 @@ class AmqpConnection:
     def _on_cancelled(self, frame: Any) -> None:
         consumer = self._queues.pop(frame.method.consumer_tag, None)
         if consumer is not None:
-            queue, on_cancel = consumer
+            queue, on_cancel, _channel = consumer
             on_cancel(queue)
         self._connection.ioloop.stop()
 
@@ -246,7 +259,7 @@ class AmqpConnection:
 
     def _release(self) -> None:
         """Forget the connection and free its I/O loop's descriptors."""
-        connection, self._connection, self._channel = self._connection, None, None
+        connection, self._connection, self._channel, self._side = self._connection, None, None, None
         if connection is not None:
             if self._watched is not None:
                 try:

@@ -390,3 +390,68 @@ def test_what_a_forked_child_publishes_reaches_the_queue(transport, names):
             os._exit(code)
     assert os.waitpid(pid, 0)[1] == 0
     assert transport.purge([queue]) == 2
+
+
+# -- exchanges for remote control and events: fanout, topic, declare_exchange, no_ack --------------------
+
+
+def test_a_fanout_exchange_copies_a_message_to_every_bound_queue(connection, names):
+    exchange, first, second, unbound = names("fanout"), names(), names(), names()
+    received: dict[str, list[Delivery]] = {first: [], second: [], unbound: []}
+    for queue, key in ((first, ""), (second, "ignored")):
+        connection.declare(QueueSpec(queue, exchange=exchange, exchange_type="fanout", exchange_durable=False,
+                                     routing_key=key, durable=False, auto_delete=True))
+    connection.declare(QueueSpec(unbound))
+    for queue in received:
+        connection.consume(queue, received[queue].append, lambda queue: None, no_ack=True)
+    connection.publish(b"to all", {}, exchange=exchange, routing_key="any key")
+    wait_until(connection, lambda: received[first] and received[second])
+    assert [d.body for d in received[first] + received[second]] == [b"to all", b"to all"]
+    assert received[first][0].exchange == exchange and received[unbound] == []
+
+
+def test_a_topic_exchange_routes_by_word_patterns(connection, names):
+    exchange = names("topic")
+    patterns = {"#": names(), "worker.#": names(), "*.heartbeat": names(), "task.*": names()}
+    received: dict[str, list[bytes]] = {pattern: [] for pattern in patterns}
+    for pattern, queue in patterns.items():
+        connection.declare(QueueSpec(queue, exchange=exchange, exchange_type="topic", routing_key=pattern,
+                                     durable=False, auto_delete=True))
+        connection.consume(queue, lambda d, p=pattern: received[p].append(d.body), lambda queue: None,
+                           no_ack=True)
+    for key in ("worker.heartbeat", "task.succeeded", "task.multi.x", "worker"):
+        connection.publish(key.encode(), {}, exchange=exchange, routing_key=key)
+    wait_until(connection, lambda: len(received["#"]) == 4)
+    wait_until(connection, lambda: sum(len(v) for v in received.values()) == 8)
+    assert sorted(received["worker.#"]) == [b"worker", b"worker.heartbeat"]
+    assert received["*.heartbeat"] == [b"worker.heartbeat"]
+    assert received["task.*"] == [b"task.succeeded"]
+
+
+def test_declare_exchange_lets_a_message_be_published_to_nobody(connection, names):
+    exchange = names("lonely")
+    for kind in ("fanout", "topic", "direct"):
+        connection.declare_exchange(f"{exchange}.{kind}" if kind != "fanout" else exchange, kind, durable=False)
+    connection.publish(b"nobody listens", {}, exchange=exchange, routing_key="")
+    connection.wait(0.2)
+    assert connection.is_open  # RabbitMQ would close the channel for an exchange that does not exist
+    connection.declare_exchange(exchange, "fanout", durable=False)  # declaring again is harmless
+
+
+def test_no_ack_deliveries_bypass_the_prefetch_window(connection, names):
+    manual, automatic = names(), names()
+    connection.qos(1)
+    got_manual: list[Delivery] = []
+    got_auto: list[Delivery] = []
+    connection.declare(QueueSpec(manual))
+    connection.declare(QueueSpec(automatic))
+    connection.consume(manual, got_manual.append, lambda queue: None)
+    connection.consume(automatic, got_auto.append, lambda queue: None, no_ack=True)
+    for n in range(3):
+        connection.publish(b"m%d" % n, {}, routing_key=manual)
+        connection.publish(b"a%d" % n, {}, routing_key=automatic)
+    wait_until(connection, lambda: len(got_auto) == 3 and got_manual)
+    connection.wait(0.2)
+    assert len(got_manual) == 1  # the window of one holds the others back; no_ack ones never count
+    connection.ack(got_manual[0].delivery_tag)
+    wait_until(connection, lambda: len(got_manual) == 2)
