@@ -2,10 +2,10 @@
 
 Sub-commands ``worker`` (``-B`` runs beat beside it), ``beat``, ``call``, ``result``, ``purge``,
 ``report``, and the operating commands ``inspect``, ``control`` and ``events`` (in ``cli_control``);
-``-A/--app`` and ``-b/--broker`` may come before or after the sub-command, as with Celery. Errors that users cause (an app that cannot be
-found, a bad option, an unreachable broker, bad configuration) print one paragraph, no traceback, and
-exit with a named code from :data:`EXIT_CODES`. Celery's counterpart is ``celery.bin`` (click based);
-left out are ``multi``, ``status`` and ``shell``.
+``-A/--app`` and ``-b/--broker`` may come before or after the sub-command, as with Celery. Errors that
+users cause (an app that cannot be found, a bad option, an unreachable broker, bad configuration) print
+one paragraph, no traceback, and exit with a named code from :data:`EXIT_CODES`. Celery's counterpart is
+``celery.bin`` (click based); left out are ``multi``, ``status`` and ``shell``.
 """
 
 from __future__ import annotations

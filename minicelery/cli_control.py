@@ -64,7 +64,8 @@ CONTROL_COMMANDS: dict[str, Callable[[list[str]], dict[str, Any]]] = {
     "revoke": _revoke, "terminate": _terminate, "shutdown": lambda a: {},
     "enable_events": lambda a: {}, "disable_events": lambda a: {}, "heartbeat": lambda a: {},
     "rate_limit": lambda a: {"task_name": a[0], "rate_limit": a[1]}, "time_limit": _time_limit,
-    "pool_grow": lambda a: {"n": int(a[0]) if a else 1}, "pool_shrink": lambda a: {"n": int(a[0]) if a else 1},
+    "pool_grow": lambda a: {"n": int(a[0]) if a else 1},
+    "pool_shrink": lambda a: {"n": int(a[0]) if a else 1},
     "add_consumer": _add_consumer, "cancel_consumer": lambda a: {"queue": a[0]},
 }
 
@@ -168,7 +169,8 @@ def events_command(app: Any, args: Any) -> int:
     """``events --dump``: print every event on ``event_exchange`` until interrupted (or ``--timeout``)."""
     if not args.dump:
         raise ValueError("minicelery events: only --dump is supported (the curses monitor is not)")
-    conf, arrived = app.conf, []
+    conf = app.conf
+    arrived: list[Delivery] = []
     connection = app.broker.connection()
     connection.connect()
     try:

@@ -54,7 +54,7 @@ SETTINGS: dict[str, Setting] = {
         None, "Seconds after which a missed crontab run is skipped instead of run late; None: never."),
     # -- remote control and events --------------------------------------------------------------------
     "control_exchange": Setting("celery", "Name stem of the remote control exchanges: <name>.pidbox."),
-    "control_queue_ttl": Setting(300.0, "Seconds a remote control message waits in a mailbox (x-message-ttl)."),
+    "control_queue_ttl": Setting(300.0, "Seconds a control message waits in a mailbox (x-message-ttl)."),
     "control_queue_expires": Setting(10.0, "Seconds an unused mailbox or reply queue lives (x-expires)."),
     "event_exchange": Setting("celeryev", "Topic exchange monitoring events are published to."),
     "event_queue_ttl": Setting(5.0, "Seconds an event waits in a monitor's queue (x-message-ttl)."),
@@ -157,6 +157,7 @@ _OLD_PREFIXES = {
     "worker_": "CELERYD_",
     "result_": "CELERY_RESULT_",
     "beat_": "CELERYBEAT_",
+    "event_": "CELERY_EVENT_",
 }
 _OLD_UNPREFIXED = {"accept_content", "imports", "include", "timezone"}  # became CELERY_<NAME>
 _OLD_EXCEPTIONS = {

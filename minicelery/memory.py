@@ -10,8 +10,8 @@ consumer and its prefork pool) runs on it in-process: see :func:`minicelery.test
 One broker per URL (``memory://`` and ``memory://name``), shared by every thread of the process that
 created it. Its forked children (pool processes retrying a task) cannot share its memory, so what they
 publish travels to it as datagrams over a socket pair they inherit, and enters the queues when the
-broker's process next waits or publishes. Exchanges route as AMQP's direct, fanout (every bound queue)
-and topic (``*`` one word, ``#`` any number) do. Left out: headers exchanges, TTLs, exclusive and
+broker's process next waits or publishes. Exchanges route as AMQP's direct, fanout and topic do
+(:mod:`minicelery.exchanges`). Left out: headers exchanges, TTLs, exclusive and
 auto-delete queues (they stay until the process ends), priorities, dead-lettering, persistence, and
 processes started with ``spawn`` (they start with an empty broker of their own).
 Dramatiq's ``StubBroker`` and httpx's ``MockTransport`` are the models; Celery has kombu's ``memory``.
@@ -33,9 +33,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .exceptions import OperationalError
+from .exchanges import routes
 from .transport import Delivery, QueueSpec, Reply
 
-__all__ = ["MemoryTransport", "MemoryConnection", "topic_matches"]
+__all__ = ["MemoryTransport", "MemoryConnection"]
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,8 @@ class _Broker:
         """Put ``message`` into its queues and wake their consumers (the lock is held)."""
         if message.exchange:
             kind = self.exchanges.get(message.exchange, "direct")
-            names = sorted({queue for key, queue in self.bindings.get(message.exchange, ())
-                            if kind == "fanout" or (kind == "topic" and topic_matches(key, message.routing_key))
-                            or key == message.routing_key})
+            names = sorted({queue for binding, queue in self.bindings.get(message.exchange, ())
+                            if routes(kind, binding, message.routing_key)})
         else:
             names = [message.routing_key] if message.routing_key in self.queues else []
         for name in names:
@@ -127,21 +127,6 @@ class _Broker:
                 return
             # Our own children pickled this (the pair was made here); never bytes from a network.
             self._route(pickle.loads(data))
-
-
-def topic_matches(pattern: str, key: str) -> bool:
-    """Whether a topic exchange routes ``key`` to a binding ``pattern``: words are dot-separated, ``*``
-    stands for exactly one word and ``#`` for zero or more (https://www.rabbitmq.com/tutorials/tutorial-five-python)."""
-    return _words_match(pattern.split("."), key.split("."))
-
-
-def _words_match(pattern: list[str], words: list[str]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return any(_words_match(rest, words[skip:]) for skip in range(len(words) + 1))
-    return bool(words) and head in ("*", words[0]) and _words_match(rest, words[1:])
 
 
 _BROKERS: dict[str, _Broker] = {}
@@ -365,7 +350,9 @@ class MemoryConnection:
         with self._broker.lock:
             for name, (on_message, _) in self._consumers.items():
                 queue, no_ack = self._broker.queues[name], name in self._no_ack
-                while queue.messages and (no_ack or not self._prefetch or len(self._unacked) < self._prefetch):
+                # no_ack deliveries never count against the prefetch window, as on RabbitMQ.
+                while queue.messages and (no_ack or not self._prefetch
+                                          or len(self._unacked) < self._prefetch):
                     message = queue.messages.popleft()
                     tag = next(self._tags)
                     if not no_ack:

@@ -117,9 +117,10 @@ class EventDispatcher:
             self._declared_on = connection
         for item in events:
             content_type, encoding, body = serialization.dumps(item, self.serializer)
-            connection.publish(body, {"content_type": content_type, "content_encoding": encoding,
-                                      "delivery_mode": 1, "priority": 0, "headers": {"hostname": self.hostname}},
-                               exchange=self.exchange, routing_key=routing_key(item["type"]))
+            properties = {"content_type": content_type, "content_encoding": encoding, "delivery_mode": 1,
+                          "priority": 0, "headers": {"hostname": self.hostname}}
+            key = routing_key(item["type"])
+            connection.publish(body, properties, exchange=self.exchange, routing_key=key)
         if self._on_publish is not None:
             self._on_publish()
 

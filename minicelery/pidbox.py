@@ -22,8 +22,8 @@ from typing import Any
 
 from .transport import QueueSpec
 
-__all__ = ["oid_from", "ControlRequest", "mailbox_queue", "reply_queue", "exchange_name", "reply_exchange_name",
-           "request_body", "request_headers", "parse_request", "selected"]
+__all__ = ["oid_from", "ControlRequest", "mailbox_queue", "reply_queue", "exchange_name",
+           "reply_exchange_name", "request_body", "request_headers", "parse_request", "selected"]
 
 
 def oid_from(instance: Any, scope: Any) -> str:

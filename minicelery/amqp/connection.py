@@ -54,7 +54,8 @@ class AmqpConnection:
         self._side: Any = None
         self._lost: BaseException | None = None  # why the connection or channel closed, once it did
         self._watched: tuple[int, Callable[[], None]] | None = None
-        self._queues: dict[str, tuple[str, Callable[[str], None], Any]] = {}  # tag → queue, on_cancel, channel
+        # consumer tag → (queue, on_cancel, the channel it consumes on)
+        self._queues: dict[str, tuple[str, Callable[[str], None], Any]] = {}
 
     @property
     def is_open(self) -> bool:
@@ -106,8 +107,8 @@ class AmqpConnection:
     def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
         """See :meth:`Connection.declare_exchange <minicelery.transport.Connection.declare_exchange>`."""
         self._check()
-        self._call(self._channel.exchange_declare, exchange=name, exchange_type=exchange_type, durable=durable,
-                   auto_delete=False)
+        self._call(self._channel.exchange_declare, exchange=name, exchange_type=exchange_type,
+                   durable=durable, auto_delete=False)
 
     def consume(self, queue: str, on_message: Callable[[Delivery], None],
                 on_cancel: Callable[[str], None], *, no_ack: bool = False) -> str:

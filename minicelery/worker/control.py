@@ -243,7 +243,7 @@ def parse_signal(value: Any) -> int:
 
 @_command()
 def revoke(node: Any, task_id: Any, terminate: bool = False, signal: Any = None, **_: Any) -> dict[str, str]:
-    """Revoke ids (a str or a list): kept in the revoked set; with ``terminate``, running ones are signalled."""
+    """Revoke ids (a str or a list), kept in the revoked set; ``terminate`` signals running ones too."""
     ids = [task_id] if isinstance(task_id, str) else [str(one) for one in task_id]
     node.revoked.update(ids)
     if terminate:

@@ -123,8 +123,8 @@ class Remote:
         """Decode, select, run and answer one request; log and drop what is not one."""
         props = delivery.properties
         try:
-            body = serialization.loads(delivery.body, props.get("content_type"), props.get("content_encoding"),
-                                       accept=self.app.conf.accept_content)
+            body = serialization.loads(delivery.body, props.get("content_type"),
+                                       props.get("content_encoding"), accept=self.app.conf.accept_content)
             request = pidbox.parse_request(body)
             if not pidbox.selected(self.hostname, request.destination, request.pattern, request.matcher):
                 return

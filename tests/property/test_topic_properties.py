@@ -1,4 +1,4 @@
-"""memory://'s topic exchange matches routing keys as RabbitMQ does (an independent regex oracle)."""
+"""memory://'s exchanges (``exchanges.routes``) match routing keys as RabbitMQ does (an independent regex oracle)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicelery.memory import topic_matches
+from minicelery.exchanges import routes, topic_matches
 
 word = st.sampled_from(["task", "worker", "heartbeat", "a", "b"])
 pattern_word = st.sampled_from(["task", "worker", "heartbeat", "a", "*", "#"])
@@ -25,6 +25,14 @@ def oracle(pattern: str, key: str) -> bool:
        key=st.lists(word, min_size=1, max_size=4).map(".".join))
 def test_topic_matching_agrees_with_the_oracle(pattern, key):
     assert topic_matches(pattern, key) == oracle(pattern, key)
+
+
+@given(binding=st.lists(word, min_size=1, max_size=3).map(".".join),
+       key=st.lists(word, min_size=1, max_size=3).map(".".join))
+def test_direct_routes_equal_keys_and_fanout_routes_all(binding, key):
+    assert routes("direct", binding, key) == (binding == key)
+    assert routes("fanout", binding, key)
+    assert routes("topic", binding, key) == (binding == key)  # no wildcard: a topic is a direct
 
 
 def test_examples_from_the_rabbitmq_tutorial():
