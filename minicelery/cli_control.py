@@ -133,7 +133,7 @@ def _body(answer: Any) -> str:
             return "\n".join(" " * 8 + line for line in text.splitlines() or [""])
         answer = text
     if isinstance(answer, list):
-        return "\n".join(f"    * {item!r}" for item in answer) if answer else "    - empty -"
+        return "\n".join(f"    * {item}" for item in answer) if answer else "    - empty -"
     if isinstance(answer, dict):
         dumped = json.dumps(answer, sort_keys=True, indent=4)
         return "\n".join(" " * 4 + line for line in dumped.splitlines()) + "\n    "

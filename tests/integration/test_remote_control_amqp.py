@@ -78,7 +78,7 @@ def test_inspect_ping_stats_registered_and_the_mailbox_is_exclusive(names, worke
     assert body["pid"] == worker.pid and body["pool"]["max-concurrency"] == 1
     assert body["broker"]["hostname"] == "127.0.0.1" and body["broker"]["port"] == 5672
     registered = names.cli("inspect", "registered", "-d", names.node)
-    assert "    * 'ctasks.add'\n" in registered.stdout and "    * 'ctasks.sleepy'\n" in registered.stdout
+    assert "    * ctasks.add\n" in registered.stdout and "    * ctasks.sleepy\n" in registered.stdout
     ghost = names.cli("inspect", "ping", "-d", "ghost@nowhere")
     assert (ghost.returncode, ghost.stderr) == (69, "Error: No nodes replied within time constraint\n")
     # The mailbox is exclusive to the worker's connection, with Celery's arguments.

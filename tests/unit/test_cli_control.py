@@ -42,7 +42,7 @@ def test_no_reply_exits_69_with_celerys_message(app, capsys):
 def test_lists_dicts_errors_and_json(app, capsys):
     with start_worker(app, hostname="cli3@host"):
         assert main(["inspect", "registered", "-d", "cli3@host"], app=app) == 0
-        assert capsys.readouterr().out == "->  cli3@host: OK\n    * 'clictl.add'\n\n1 node online.\n"
+        assert capsys.readouterr().out == "->  cli3@host: OK\n    * clictl.add\n\n1 node online.\n"
         assert main(["inspect", "revoked", "-d", "cli3@host"], app=app) == 0
         assert capsys.readouterr().out == "->  cli3@host: OK\n    - empty -\n\n1 node online.\n"
         assert main(["inspect", "clock", "-d", "cli3@host"], app=app) == 0
