@@ -4,7 +4,8 @@
   minicelery worker;
 * minicelery's ``inspect``/``control`` against a Celery worker;
 * a Celery worker (with gossip, which consumes ``worker.#`` events) beside a minicelery worker that sends
-  events: it must stay alive and see the minicelery worker's heartbeats.
+  events: it must stay alive and see the minicelery worker's heartbeats;
+* Flower, started against the broker, shows the minicelery worker online and its tasks.
 
 Each test uses its own control/event exchange names (``INTEROP_CONTROL``), node names and queues, and
 deletes what it declared. Expected texts are Celery 5's.
@@ -15,9 +16,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -219,3 +222,58 @@ def test_minicelery_cli_prints_what_celery_cli_prints(names, spawn):
         theirs = names.celery(*command, "-d", names.celery_node)
         ours = names.minicelery(*command, "-d", names.celery_node)
         assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout), command
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def poll(check: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        try:
+            value = check()
+        except OSError:  # Flower not listening yet
+            value = None
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"Flower never showed {what}"
+        time.sleep(0.2)  # polling interval of a deadline-bounded wait for an HTTP server
+
+
+def test_flower_lists_a_minicelery_worker_online_with_its_tasks(names, spawn, mini_client):
+    """Flower (started against the broker) sees the worker through its events and, since it asks for task
+    events with ``enable_events``, the tasks of a worker started without ``-E``."""
+    worker = spawn("minicelery")
+    port = free_port()
+    env = {**names.env, "FLOWER_UNAUTHENTICATED_API": "true"}
+    flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "celery_ctl", "flower", "--address=127.0.0.1",
+                               f"--port={port}"], cwd=HERE, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        status = poll(lambda: get_json(f"{base}/api/workers?status=1").get(names.mini_node), "the worker online")
+        assert status is True
+        # Flower casts enable_events every 5 s; the worker turns task events on when it arrives.
+        assert worker.wait_for_line("Events of group {task} enabled by remote", PATIENCE), worker.output()
+        result = mini_client.send_task("interop.add", (2, 3))
+        assert result.get(timeout=PATIENCE) == 5
+        task = poll(lambda: (t := get_json(f"{base}/api/tasks").get(result.id)) and t["state"] == "SUCCESS" and t,
+                    "the task")
+        assert (task["name"], task["args"], task["result"], task["worker"]) == (
+            "interop.add", "(2, 3)", "5", names.mini_node)
+        workers = get_json(f"{base}/api/workers?refresh=1")
+        assert workers[names.mini_node]["stats"]["pool"]["max-concurrency"] == 1
+        assert "interop.add" in workers[names.mini_node]["registered"]
+        with urllib.request.urlopen(f"{base}/worker/{names.mini_node}", timeout=10) as page:
+            assert page.status == 200 and names.mini_node in page.read().decode()
+    finally:
+        os.killpg(flower.pid, signal.SIGKILL)
+        flower.wait(10)
