@@ -64,6 +64,7 @@ class Dispatcher:
         self.total: collections.Counter[str] = collections.Counter()  # task name → accepted (stats)
         self.revoked: Container[str] = frozenset()  # remote control puts its revoked set here
         self.terminated: dict[str, int] = {}  # task id → the signal a revoke sent its child
+        self._killed: set[int] = set()  # pids a revoke signalled: their exit is no error
         #: ``on_event(kind, request, fields)`` for each task transition (received, started, succeeded,
         #: failed, retried, revoked) while task events are on; None otherwise, so the task path pays nothing.
         self.on_event: Callable[[str, Request, dict[str, Any]], None] | None = None
@@ -172,6 +173,7 @@ class Dispatcher:
             if request.headers.id in task_ids and job_id in pids:
                 self.terminated[request.headers.id] = signum
                 found.append(request.headers.id)
+                self._killed.add(pids[job_id])
                 with contextlib.suppress(ProcessLookupError):  # it ended meanwhile: its result wins
                     os.kill(pids[job_id], signum)
         return found
@@ -190,7 +192,9 @@ class Dispatcher:
                 logger.warning("Soft time limit (%ss) exceeded for %s", event.limit,
                                request.label if request else event.job_id)
             elif isinstance(event, pool_events.ChildExited):
-                logger.error("Process %r pid:%s exited with %r", event.name, event.pid, event.reason)
+                level = logging.INFO if event.pid in self._killed else logging.ERROR  # asked for: no error
+                self._killed.discard(event.pid)
+                logger.log(level, "Process %r pid:%s exited with %r", event.name, event.pid, event.reason)
 
     def _started(self, request: Request | None, pid: int) -> None:
         if request is not None and request.task.track_started and request.job.send_result:
