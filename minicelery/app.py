@@ -21,7 +21,7 @@ from datetime import datetime, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import _state, periodic
+from . import _state, monitor, periodic
 from .brokers import open_transport
 from .clock import LamportClock
 from .config import Settings
@@ -298,8 +298,7 @@ class Celery:
                                                       "__doc__": base.__doc__, **attrs})
         return self.__dict__[key]
 
-    #: Remote control of the workers: ``app.control.ping()``, ``.revoke()``, ``.inspect()``...
-    control = control_property
+    control = control_property  # app.control.ping(), .revoke(), .inspect()... (control.py)
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -378,6 +377,8 @@ class Celery:
         envelope = message.encode()
         self.broker.publish(envelope.body, envelope.properties, exchange=exchange, routing_key=routing_key,
                             declare=(QueueSpec(queue),) if queue is not None else ())
+        if conf.task_send_sent_event:  # monitoring: Celery's task-sent event (monitor.py)
+            monitor.task_sent(self, message, queue, exchange, routing_key)
         return self.AsyncResult(message.id, task_name=name, ignored=bool(options.ignore_result))
 
     @property

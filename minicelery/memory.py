@@ -156,6 +156,10 @@ class MemoryTransport:
             self._broker.declare(spec)
         self._broker.publish(_Message(body, _copy(properties), exchange, routing_key))
 
+    def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
+        """See :meth:`Transport.declare_exchange <minicelery.transport.Transport.declare_exchange>`."""
+        self._broker.declare_exchange(name, exchange_type)
+
     def declare_reply_queue(self, name: str, expires_ms: int | None, consume: bool = True) -> None:
         """See :meth:`Transport.declare_reply_queue <minicelery.transport.Transport.declare_reply_queue>`."""
         self._broker.declare(QueueSpec(name, exchange=""))

@@ -10,6 +10,7 @@ flushes its results, on the same connection, in the same loop turn.
 
 Celery's counterpart is ``celery.events.dispatcher.EventDispatcher`` and ``celery.events.event``; left
 out: ``task.multi`` arrays (single events are accepted by every receiver) and the Redis fanout variant.
+A client sends ``task-sent`` (:func:`task_sent`) when ``task_send_sent_event`` is set.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from __future__ import annotations
 import math
 import os
 import platform
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
-from . import __version__, serialization
+from . import serialization
 from .clock import LamportClock
 from .transport import Connection
 
 __all__ = ["event", "routing_key", "utcoffset", "worker_fields", "EventDispatcher", "SW_IDENT",
-           "HEARTBEAT_FREQ"]
+           "HEARTBEAT_FREQ", "task_sent"]
 
 #: What ``sw_ident`` says (Flower shows it; Celery checks nothing).
 SW_IDENT = "py-minicelery"
@@ -63,13 +65,14 @@ def _loadavg() -> list[float]:
         return [0.0, 0.0, 0.0]
 
 
-def worker_fields(*, freq: float, active: int | None = None, processed: int | None = None) -> dict[str, Any]:
+def worker_fields(*, freq: float, version: str, active: int | None = None,
+                  processed: int | None = None) -> dict[str, Any]:
     """The fields of ``worker-online``/``-heartbeat``/``-offline`` (without the counters when None, as the
-    answer to the ``heartbeat`` command)."""
+    answer to the ``heartbeat`` command); ``version`` is minicelery's, for ``sw_ver``."""
     fields: dict[str, Any] = {"freq": freq}
     if active is not None:
         fields.update(active=active, processed=processed or 0, loadavg=_loadavg())
-    fields.update(sw_ident=SW_IDENT, sw_ver=__version__, sw_sys=platform.system())
+    fields.update(sw_ident=SW_IDENT, sw_ver=version, sw_sys=platform.system())
     return fields
 
 
@@ -127,3 +130,19 @@ class EventDispatcher:
     def forget_connection(self) -> None:
         """The connection was replaced: declare the exchange again on the next one."""
         self._declared_on = None
+
+
+def task_sent(app: Any, message: Any, queue: str | None, exchange: str, routing_key: str) -> None:
+    """Publish ``task-sent`` for a task message ``app`` just sent (``task_send_sent_event``), as Celery's
+    client does: from the anonymous node ``gen<pid>@<host>``, with the client's pid and clock."""
+    conf, options = app.conf, message.options
+    built = event("task-sent", hostname=f"gen{os.getpid()}@{socket.gethostname()}", clock=app.clock.forward(),
+                  uuid=message.id, root_id=options.root_id or message.id, parent_id=options.parent_id,
+                  name=message.task, args=message.argsrepr, kwargs=message.kwargsrepr,
+                  retries=options.retries, eta=message.eta, expires=message.expires, queue=queue,
+                  exchange=exchange, routing_key=routing_key)
+    content_type, encoding, body = serialization.dumps(built, conf.event_serializer)
+    app.broker.declare_exchange(conf.event_exchange, "topic", durable=True)
+    app.broker.publish(body, {"content_type": content_type, "content_encoding": encoding, "delivery_mode": 1,
+                              "priority": 0, "headers": {"hostname": built["hostname"]}},
+                       exchange=conf.event_exchange, routing_key="task.sent")

@@ -104,6 +104,10 @@ class Transport(Protocol):
         in this thread.
         """
 
+    def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
+        """Declare an exchange alone (once per connection), so that messages can be published to it
+        with nobody bound yet: ``task-sent`` events on the ``celeryev`` topic exchange."""
+
     def purge(self, queues: Iterable[str]) -> int:
         """Delete the messages waiting in ``queues``; return how many (a missing queue counts as 0)."""
 

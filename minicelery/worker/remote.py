@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from .. import pidbox, serialization
+from .. import __version__, pidbox, serialization
 from ..monitor import HEARTBEAT_FREQ, EventDispatcher, worker_fields
 from ..transport import Connection, Delivery
 from .control import HANDLERS, NO_REPLY
@@ -105,7 +105,7 @@ class Remote:
         """Queue ``worker-online`` (the first time) or ``worker-heartbeat``; a wake-up asked by a monitor
         carries ``freq=5`` and no counters, as Celery's answer to the ``heartbeat`` command does."""
         if wakeup:
-            self.events.send("worker-heartbeat", **worker_fields(freq=5))
+            self.events.send("worker-heartbeat", **worker_fields(freq=5, version=__version__))
             return
         kind = "worker-heartbeat" if self._online else "worker-online"
         self.events.send(kind, **self._worker_fields())
@@ -114,7 +114,7 @@ class Remote:
 
     def _worker_fields(self) -> dict[str, Any]:
         dispatch = self.consumer.dispatch
-        return worker_fields(freq=HEARTBEAT_FREQ, active=len(dispatch.requests.running),
+        return worker_fields(freq=HEARTBEAT_FREQ, version=__version__, active=len(dispatch.requests.running),
                              processed=sum(dispatch.total.values()))
 
     # -- requests ---------------------------------------------------------------------------------------

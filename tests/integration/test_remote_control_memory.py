@@ -9,6 +9,7 @@ Nothing sleeps: tests wait on replies, results and events, with deadlines.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -374,3 +375,18 @@ def test_without_heartbeat_sends_no_worker_events(app, tap):
         assert result.get(timeout=PATIENCE) == 3
         events = tap.wait_for(lambda e: e["type"] == "task-succeeded")
     assert not any(e["type"].startswith("worker-") for e in events)
+
+
+def test_the_client_sends_task_sent_when_asked(app, tap):
+    app.conf.task_send_sent_event = True
+    with start_worker(app, hostname="rc20@host", task_events=True):
+        result = app.tasks["rc.add"].apply_async((2, 3), countdown=0.1)
+        assert result.get(timeout=PATIENCE) == 5
+        events = tap.wait_for(lambda e: e["type"] == "task-succeeded")
+    mine = [e for e in events if e.get("uuid") == result.id]
+    assert [e["type"] for e in mine] == ["task-sent", "task-received", "task-started", "task-succeeded"]
+    sent = mine[0]
+    assert sent["hostname"].startswith("gen") and sent["hostname"].endswith(f"@{socket.gethostname()}")
+    assert (sent["name"], sent["args"], sent["kwargs"], sent["queue"], sent["routing_key"]) == (
+        "rc.add", "(2, 3)", "{}", "celery", "celery")
+    assert sent["eta"] is not None and sent["root_id"] == result.id and sent["retries"] == 0

@@ -455,3 +455,17 @@ def test_no_ack_deliveries_bypass_the_prefetch_window(connection, names):
     assert len(got_manual) == 1  # the window of one holds the others back; no_ack ones never count
     connection.ack(got_manual[0].delivery_tag)
     wait_until(connection, lambda: len(got_manual) == 2)
+
+
+def test_the_client_side_declares_an_exchange_to_publish_to(transport, connection, names):
+    exchange, queue = names("events"), names()
+    transport.declare_exchange(exchange, "topic", durable=False)
+    transport.declare_exchange(exchange, "topic", durable=False)  # again: harmless
+    transport.publish(b"lost", {}, exchange=exchange, routing_key="task.sent")  # nobody bound: dropped
+    received: list[Delivery] = []
+    connection.declare(QueueSpec(queue, exchange=exchange, exchange_type="topic", exchange_durable=False,
+                                 routing_key="task.*", durable=False, auto_delete=True))
+    connection.consume(queue, received.append, lambda queue: None, no_ack=True)
+    transport.publish(b"kept", {}, exchange=exchange, routing_key="task.sent")
+    wait_until(connection, lambda: received)
+    assert [d.body for d in received] == [b"kept"]

@@ -32,11 +32,11 @@ def test_routing_keys_replace_dashes_with_dots():
 
 
 def test_worker_fields_and_the_wakeup_variant():
-    full = worker_fields(freq=2.0, active=1, processed=7)
+    full = worker_fields(freq=2.0, version="0.1.0", active=1, processed=7)
     assert list(full) == ["freq", "active", "processed", "loadavg", "sw_ident", "sw_ver", "sw_sys"]
     assert len(full["loadavg"]) == 3 and all(round(v, 2) == v for v in full["loadavg"])
-    assert full["sw_ident"] == "py-minicelery"
-    assert list(worker_fields(freq=5)) == ["freq", "sw_ident", "sw_ver", "sw_sys"]
+    assert (full["sw_ident"], full["sw_ver"]) == ("py-minicelery", "0.1.0")
+    assert list(worker_fields(freq=5, version="0.1.0")) == ["freq", "sw_ident", "sw_ver", "sw_sys"]
 
 
 def test_the_dispatcher_publishes_transient_json_with_the_hostname_header():
