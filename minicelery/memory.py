@@ -7,14 +7,14 @@ prefetch window limits unacknowledged deliveries, a rejected or unacknowledged m
 queue marked ``redelivered``, reply queues are consumed without acknowledgement. The real worker (its
 consumer and its prefork pool) runs on it in-process: see :func:`minicelery.testing.start_worker`.
 
-One broker per URL (``memory://`` and ``memory://name``), shared by every thread of the process that
-created it. Its forked children (pool processes retrying a task) cannot share its memory, so what they
-publish travels to it as datagrams over a socket pair they inherit, and enters the queues when the
-broker's process next waits or publishes. Exchanges route as AMQP's direct, fanout and topic do
-(:mod:`minicelery.exchanges`). Left out: headers exchanges, TTLs, exclusive and
-auto-delete queues (they stay until the process ends), priorities, dead-lettering, persistence, and
-processes started with ``spawn`` (they start with an empty broker of their own).
-Dramatiq's ``StubBroker`` and httpx's ``MockTransport`` are the models; Celery has kombu's ``memory``.
+One broker per URL (``memory://`` and ``memory://name``), shared by every thread of the process that created
+it. Its forked children (pool processes retrying a task) cannot share its memory, so what they publish
+travels to it as datagrams over a socket pair they inherit, and enters the queues when the broker's process
+next waits or publishes. Exchanges route as AMQP's direct, fanout and topic do (:mod:`minicelery.exchanges`).
+Left out: headers exchanges, TTLs, exclusive and auto-delete queues (they stay until the process ends),
+priorities, dead-lettering, persistence, and processes started with ``spawn`` (they start with an empty
+broker of their own). Dramatiq's ``StubBroker`` and httpx's ``MockTransport`` are the models; Celery has
+kombu's ``memory``.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ class _Broker:
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)  # a message entered some queue
         self.queues: dict[str, _Queue] = {}
-        self.exchanges: dict[str, str] = {}  # name → type (direct, fanout, topic)
-        self.bindings: dict[str, set[tuple[str, str]]] = {}  # exchange → {(binding key, queue)}
+        # exchange → {(binding key, queue, exchange type)}: an exchange without bindings drops everything
+        self.bindings: dict[str, set[tuple[str, str, str]]] = {}
         # Forked children publish through this pair: a datagram arrives whole or not at all.
         self.inbox, self.outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.inbox.setblocking(False)
@@ -72,13 +72,8 @@ class _Broker:
         with self.lock:
             self.queues.setdefault(spec.name, _Queue())
             if spec.exchange:
-                self.exchanges.setdefault(spec.exchange, spec.exchange_type)
                 key = spec.name if spec.routing_key is None else spec.routing_key
-                self.bindings.setdefault(spec.exchange, set()).add((key, spec.name))
-
-    def declare_exchange(self, name: str, exchange_type: str) -> None:
-        with self.lock:
-            self.exchanges.setdefault(name, exchange_type)
+                self.bindings.setdefault(spec.exchange, set()).add((key, spec.name, spec.exchange_type))
 
     def publish(self, message: _Message) -> None:
         """Route a message (lost when no queue matches, as AMQP drops an unroutable message)."""
@@ -99,8 +94,7 @@ class _Broker:
     def _route(self, message: _Message) -> None:
         """Put ``message`` into its queues and wake their consumers (the lock is held)."""
         if message.exchange:
-            kind = self.exchanges.get(message.exchange, "direct")
-            names = sorted({queue for binding, queue in self.bindings.get(message.exchange, ())
+            names = sorted({queue for binding, queue, kind in self.bindings.get(message.exchange, ())
                             if routes(kind, binding, message.routing_key)})
         else:
             names = [message.routing_key] if message.routing_key in self.queues else []
@@ -157,8 +151,8 @@ class MemoryTransport:
         self._broker.publish(_Message(body, _copy(properties), exchange, routing_key))
 
     def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
-        """See :meth:`Transport.declare_exchange <minicelery.transport.Transport.declare_exchange>`."""
-        self._broker.declare_exchange(name, exchange_type)
+        """See :meth:`Transport.declare_exchange <minicelery.transport.Transport.declare_exchange>`: nothing
+        to keep, as an exchange routes by its bindings, which carry its type."""
 
     def declare_reply_queue(self, name: str, expires_ms: int | None, consume: bool = True) -> None:
         """See :meth:`Transport.declare_reply_queue <minicelery.transport.Transport.declare_reply_queue>`."""
@@ -222,8 +216,8 @@ class MemoryConnection:
         self._broker = _broker(self.url)
         self._open = False
         self._prefetch = 0
-        self._consumers: dict[str, tuple[Callable[[Delivery], None], Callable[[str], None]]] = {}
-        self._no_ack: set[str] = set()  # queues consumed without acknowledgement
+        # queue → (on_message, on_cancel, no_ack)
+        self._consumers: dict[str, tuple[Callable[[Delivery], None], Callable[[str], None], bool]] = {}
         self._unacked: dict[int, tuple[str, _Message]] = {}  # delivery tag → (queue, message)
         self._tags = itertools.count(1)
         self._watched: tuple[int, Callable[[], None]] | None = None
@@ -252,9 +246,9 @@ class MemoryConnection:
         self._broker.declare(spec)
 
     def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
-        """See :meth:`Connection.declare_exchange <minicelery.transport.Connection.declare_exchange>`."""
+        """See :meth:`Connection.declare_exchange <minicelery.transport.Connection.declare_exchange>`
+        (nothing to keep: see :meth:`MemoryTransport.declare_exchange`)."""
         self._check()
-        self._broker.declare_exchange(name, exchange_type)
 
     def consume(self, queue: str, on_message: Callable[[Delivery], None],
                 on_cancel: Callable[[str], None], *, no_ack: bool = False) -> str:
@@ -268,9 +262,7 @@ class MemoryConnection:
             self.close()
             raise OperationalError(f"memory:// has no queue {queue!r}: declare it first", url=self.url,
                                    reason="404 NOT_FOUND")
-        self._consumers[queue] = (on_message, on_cancel)
-        if no_ack:
-            self._no_ack.add(queue)
+        self._consumers[queue] = (on_message, on_cancel, no_ack)
         self.nudge()
         return f"ctag-{queue}"
 
@@ -281,7 +273,6 @@ class MemoryConnection:
                 with contextlib.suppress(ValueError):
                     self._broker.queues[name].consumers.remove(self)
         self._consumers.clear()
-        self._no_ack.clear()
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
         """See :meth:`Connection.ack <minicelery.transport.Connection.ack>`."""
@@ -352,8 +343,8 @@ class MemoryConnection:
             return False
         deliveries: list[tuple[Callable[[Delivery], None], Delivery]] = []
         with self._broker.lock:
-            for name, (on_message, _) in self._consumers.items():
-                queue, no_ack = self._broker.queues[name], name in self._no_ack
+            for name, (on_message, _, no_ack) in self._consumers.items():
+                queue = self._broker.queues[name]
                 # no_ack deliveries never count against the prefetch window, as on RabbitMQ.
                 while queue.messages and (no_ack or not self._prefetch
                                           or len(self._unacked) < self._prefetch):

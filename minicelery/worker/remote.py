@@ -64,8 +64,11 @@ class Remote:
     # -- the consumer's calls ---------------------------------------------------------------------------
 
     def connected(self, connection: Connection) -> None:
-        """Declare and consume the mailbox on a new connection."""
+        """Declare and consume the mailbox on a new connection; the first time, queue ``worker-online``
+        (before any task event: a delivery may arrive in the very next wait)."""
         self.events.forget_connection()
+        if self.heartbeats and not self._online:
+            self.send_heartbeat(wakeup=False)
         if not self.control:
             return
         spec = pidbox.mailbox_queue(self.hostname, self.app.conf)
