@@ -106,12 +106,17 @@ def parse_request(body: Any) -> ControlRequest:
     if not isinstance(arguments, dict) or not all(isinstance(k, str) for k in arguments):
         raise ValueError(f"the arguments of {method!r} must be an object, got {arguments!r}")
     reply_to = body.get("reply_to")
-    if reply_to is not None and not (isinstance(reply_to, dict) and isinstance(reply_to.get("exchange"), str)
-                                     and isinstance(reply_to.get("routing_key"), str)):
-        raise ValueError(f"reply_to must name an exchange and a routing_key, got {reply_to!r}")
+    if reply_to is not None and not (isinstance(reply_to, dict) and _short(reply_to.get("exchange"))
+                                     and _short(reply_to.get("routing_key"))):
+        raise ValueError(f"reply_to must name an exchange and a routing_key, got {reply_to!r:.200}")
     ticket = body.get("ticket")
     return ControlRequest(method, arguments, body.get("destination"), body.get("pattern"),
                           body.get("matcher"), ticket if isinstance(ticket, str) else None, reply_to)
+
+
+def _short(value: Any) -> bool:
+    """A str AMQP can carry as an exchange name or routing key (a short string: at most 255 bytes)."""
+    return isinstance(value, str) and len(value.encode()) <= 255
 
 
 def selected(hostname: str, destination: Any, pattern: str | None, matcher: str | None) -> bool:

@@ -60,6 +60,8 @@ class Remote:
         self.set_task_events(task_events)
         self._online = False
         self._next_heartbeat = 0.0
+        self._reply_exchange = pidbox.reply_exchange_name(conf)
+        self._reply_declared = False  # on the current connection
 
     # -- the consumer's calls ---------------------------------------------------------------------------
 
@@ -67,6 +69,7 @@ class Remote:
         """Declare and consume the mailbox on a new connection; the first time, queue ``worker-online``
         (before any task event: a delivery may arrive in the very next wait)."""
         self.events.forget_connection()
+        self._reply_declared = False
         if self.heartbeats and not self._online:
             self.send_heartbeat(wakeup=False)
         if not self.control:
@@ -131,6 +134,11 @@ class Remote:
             request = pidbox.parse_request(body)
             if not pidbox.selected(self.hostname, request.destination, request.pattern, request.matcher):
                 return
+            if request.reply_to is not None and request.reply_to["exchange"] != self._reply_exchange:
+                # Declaring or publishing to a foreign exchange could close the channel (a wrong type,
+                # or no such exchange): a client must not be able to cut the worker's connection.
+                raise ValueError(f"replies go to {self._reply_exchange!r}, "
+                                 f"not {request.reply_to['exchange']!r}")
         except Exception as exc:  # noqa: BLE001 - whatever a client sends, the worker goes on
             logger.error("Dropped a malformed remote control message (%r): %.200r", exc, delivery.body)
             return
@@ -161,7 +169,9 @@ class Remote:
         except Exception as exc:  # noqa: BLE001 - a reply that cannot be encoded says so instead
             content_type, encoding, body = serialization.dumps({self.hostname: {"error": repr(exc)}}, "json")
         exchange = request.reply_to["exchange"]
-        connection.declare_exchange(exchange, "direct", durable=False)
+        if not self._reply_declared:
+            connection.declare_exchange(exchange, "direct", durable=False)
+            self._reply_declared = True
         connection.publish(body, {"content_type": content_type, "content_encoding": encoding,
                                   "delivery_mode": 1, "priority": 0,
                                   "headers": {"ticket": request.ticket, "clock": self.clock.forward()}},

@@ -120,13 +120,17 @@ def test_unknown_command_and_malformed_requests_leave_the_worker_alive(names, wo
     connection = plain_connection()
     try:
         channel = connection.channel()
-        for body in (b"{not json", b'"a string"', b'{"method": 42}', b'{"method": "revoke", "arguments": 7}'):
+        foreign = json.dumps({"method": "ping", "ticket": "t",  # a fanout exchange: declaring it direct fails
+                              "reply_to": {"exchange": f"{names.control}.pidbox", "routing_key": "x"}}).encode()
+        for body in (b"{not json", b'"a string"', b'{"method": 42}', b'{"method": "revoke", "arguments": 7}',
+                     foreign):
             channel.basic_publish(f"{names.control}.pidbox", "", body,
                                   pika.BasicProperties(content_type="application/json"))
     finally:
         connection.close()
-    worker.wait_for_line(r"Dropped a malformed remote control message", PATIENCE, count=4)
+    worker.wait_for_line(r"Dropped a malformed remote control message", PATIENCE, count=5)
     assert client.control.ping(destination=[names.node]) == [{names.node: {"ok": "pong"}}]
+    assert "Connection to broker lost" not in worker.stderr()
 
 
 def test_events_dump_prints_the_worker_and_its_tasks(names, worker, client):

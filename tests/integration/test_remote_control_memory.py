@@ -208,13 +208,18 @@ def test_malformed_requests_are_dropped_and_the_worker_goes_on(app, caplog):
                                        (b'{"arguments": {}}', "application/json"),
                                        (b'{"method": "ping", "arguments": [1]}', "application/json"),
                                        (b'{"method": "ping", "reply_to": "nowhere"}', "application/json"),
+                                       (b'{"method": "ping", "reply_to": {"exchange": "celery.pidbox", '
+                                        b'"routing_key": "x"}}', "application/json"),
+                                       (json.dumps({"method": "ping", "reply_to": {
+                                           "exchange": "reply.celery.pidbox", "routing_key": "k" * 300}}).encode(),
+                                        "application/json"),
                                        (b"\x80\x03N.", "application/x-python-serialize")):
                 connection.publish(body, {"content_type": content_type, "content_encoding": "utf-8"},
                                    exchange="celery.pidbox", routing_key="")
         finally:
             connection.close()
         assert app.control.ping() == [{"rc8@host": {"ok": "pong"}}]
-    assert sum("Dropped a malformed remote control message" in r.message for r in caplog.records) == 6
+    assert sum("Dropped a malformed remote control message" in r.message for r in caplog.records) == 8
 
 
 # -- revoke ---------------------------------------------------------------------------------------------

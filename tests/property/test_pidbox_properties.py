@@ -81,3 +81,20 @@ def test_names_and_declarations_are_celerys():
         "abc.reply.celery.pidbox", "reply.celery.pidbox", "direct", "abc")
     headers = pidbox.request_headers(7, 1.5)
     assert headers["clock"] == 7 and isinstance(headers["expires"], int)
+
+
+@given(hostname=node, reply=json_value, serializer=st.sampled_from(["json", "msgpack"]))
+@settings(deadline=None)
+def test_a_reply_body_round_trips_as_node_to_result(hostname, reply, serializer):
+    content_type, encoding, data = serialization.dumps({hostname: reply}, serializer)
+    assert serialization.loads(data, content_type, encoding, ["json", "msgpack"]) == {hostname: reply}
+
+
+@given(key=st.text(min_size=1, max_size=300))
+def test_reply_to_names_must_fit_amqp_short_strings(key):
+    body = {"method": "ping", "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": key}}
+    if len(key.encode()) <= 255:
+        assert pidbox.parse_request(body).reply_to == body["reply_to"]
+    else:
+        with pytest.raises(ValueError, match="reply_to"):
+            pidbox.parse_request(body)
