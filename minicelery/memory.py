@@ -240,8 +240,9 @@ class MemoryConnection:
         self._check()
         self._prefetch = prefetch_count
 
-    def declare(self, spec: QueueSpec) -> None:
-        """See :meth:`Connection.declare <minicelery.transport.Connection.declare>`."""
+    def declare(self, spec: QueueSpec, *, isolated: bool = False) -> None:
+        """See :meth:`Connection.declare <minicelery.transport.Connection.declare>` (exclusivity is not
+        modelled here, so nothing is ever refused)."""
         self._check()
         self._broker.declare(spec)
 

@@ -140,8 +140,13 @@ class Connection(Protocol):
     def qos(self, prefetch_count: int) -> None:
         """Limit the unacknowledged deliveries of the whole channel (0: no limit), as Celery does."""
 
-    def declare(self, spec: QueueSpec) -> None:
-        """Declare a queue, its exchange and its binding."""
+    def declare(self, spec: QueueSpec, *, isolated: bool = False) -> None:
+        """Declare a queue, its exchange and its binding.
+
+        ``isolated``: on the channel of the ``no_ack`` consumers, so that a refusal (an exclusive queue
+        another connection holds: 405 RESOURCE_LOCKED) raises ``OperationalError`` and leaves the
+        connection usable; remote control declares a worker's mailbox so.
+        """
 
     def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
         """Declare an exchange alone (``direct``, ``fanout`` or ``topic``), for publishing to it: a publish

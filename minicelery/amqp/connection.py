@@ -52,6 +52,7 @@ class AmqpConnection:
         # does: RabbitMQ blocks a whole channel once its global prefetch window is full, no_ack
         # consumers included, and a worker busy with its window must still hear a revoke.
         self._side: Any = None
+        self._side_error: BaseException | None = None  # why the side channel closed, for the verb waiting
         self._lost: BaseException | None = None  # why the connection or channel closed, once it did
         self._watched: tuple[int, Callable[[], None]] | None = None
         # consumer tag → (queue, on_cancel, the channel it consumes on)
@@ -98,11 +99,12 @@ class AmqpConnection:
         self._check()  # before naming a method of a channel that may be gone
         self._call(self._channel.basic_qos, prefetch_count=prefetch_count, global_qos=True)
 
-    def declare(self, spec: QueueSpec) -> None:
+    def declare(self, spec: QueueSpec, *, isolated: bool = False) -> None:
         """See :meth:`Connection.declare <minicelery.transport.Connection.declare>`."""
         for method, arguments in declarations(spec):
             self._check()
-            self._call(getattr(self._channel, method), **arguments)
+            channel = self._side_channel() if isolated else self._channel
+            self._call(getattr(channel, method), isolated=isolated, **arguments)
 
     def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
         """See :meth:`Connection.declare_exchange <minicelery.transport.Connection.declare_exchange>`."""
@@ -124,7 +126,8 @@ class AmqpConnection:
 
         self._check()
         channel = self._side_channel() if no_ack else self._channel
-        tag = self._call(channel.basic_consume, queue, deliver, auto_ack=no_ack).method.consumer_tag
+        answer = self._call(channel.basic_consume, queue, deliver, auto_ack=no_ack, isolated=no_ack)
+        tag = answer.method.consumer_tag
         self._queues[tag] = (queue, on_cancel, channel)
         return str(tag)
 
@@ -132,7 +135,7 @@ class AmqpConnection:
         """The channel of the no_ack consumers, opened on first use."""
         if self._side is None:
             self._side = self._call(self._connection.channel, callback_name="on_open_callback")
-            self._side.add_on_close_callback(self._on_channel_closed)
+            self._side.add_on_close_callback(self._on_side_closed)
             self._side.add_on_cancel_callback(self._on_cancelled)
         return self._side
 
@@ -204,15 +207,20 @@ class AmqpConnection:
     # -- the machinery ---------------------------------------------------------------------------------
 
     def _call(self, method: Callable[..., Any], *args: Any, callback_name: str = "callback",
-              **kwargs: Any) -> Any:
+              isolated: bool = False, **kwargs: Any) -> Any:
         """Call a pika method that answers through a callback, and run the loop until the broker's answer
-        arrives (or the connection is lost); return what the callback was given."""
+        arrives (or the connection is lost); return what the callback was given. ``isolated``: a method of
+        the side channel, whose refusal raises ``OperationalError`` and leaves the connection open."""
         self._check()
         answer = _Answer(self._connection.ioloop)
+        self._side_error = None
         self._send(lambda: method(*args, **kwargs, **{callback_name: answer}))
         while not answer.arrived:
             self._connection.ioloop.start()
             self._check()
+            if isolated and self._side_error is not None:
+                error, self._side_error = self._side_error, None
+                raise operational_error(error, self.url) from error
         return answer.value
 
     def _send(self, call: Callable[[], Any]) -> None:
@@ -243,6 +251,18 @@ class AmqpConnection:
         # delivery): treat it as the loss of the connection, whose deliveries the broker requeues.
         self._lost = self._lost or error
         self._connection.ioloop.stop()
+
+    def _on_side_closed(self, channel: Any, error: BaseException) -> None:
+        # The broker refused a side-channel call (an exclusive mailbox in use: 405): only that channel is
+        # gone, with its no_ack consumers; the next isolated verb opens a new one.
+        if channel is self._side:
+            self._side = None
+        self._side_error = error
+        for tag, (_queue, _on_cancel, consumed_on) in list(self._queues.items()):
+            if consumed_on is channel:
+                del self._queues[tag]
+        if self._connection is not None:
+            self._connection.ioloop.stop()
 
     def _on_cancelled(self, frame: Any) -> None:
         consumer = self._queues.pop(frame.method.consumer_tag, None)

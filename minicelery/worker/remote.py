@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from .. import __version__, pidbox, serialization
+from ..exceptions import OperationalError
 from ..monitor import HEARTBEAT_FREQ, EventDispatcher, worker_fields
 from ..transport import Connection, Delivery
 from .control import HANDLERS, NO_REPLY
@@ -75,8 +76,17 @@ class Remote:
         if not self.control:
             return
         spec = pidbox.mailbox_queue(self.hostname, self.app.conf)
-        connection.declare(spec)
-        connection.consume(spec.name, self.inbox.append, self._mailbox_cancelled, no_ack=True)
+        try:
+            connection.declare(spec, isolated=True)
+            connection.consume(spec.name, self.inbox.append, self._mailbox_cancelled, no_ack=True)
+        except OperationalError as exc:
+            if not connection.is_open:
+                raise  # the connection itself is gone: the consumer reconnects
+            # Celery's words (kombu's W_PIDBOX_IN_USE): the worker runs on, without remote control.
+            logger.warning("A node named %s is already using this process mailbox!\n\nMaybe you forgot to "
+                           "shutdown the other node or did not do so properly?\nOr if you meant to start "
+                           "multiple nodes on the same host please make sure\nyou give each node a unique "
+                           "node name! (%s)", self.hostname, exc.reason or exc)
 
     def turn(self, connection: Connection) -> None:
         """Answer the requests received, and send a heartbeat when one is due (before the flush)."""

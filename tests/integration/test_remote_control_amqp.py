@@ -8,6 +8,7 @@ and deletes what it declared. Expected texts are Celery 5.7's CLI output.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import uuid
 from collections.abc import Iterator
@@ -161,3 +162,14 @@ def test_shutdown_by_remote_is_warm_and_exits_0(names, worker, client, tmp_path)
     assert worker.wait(PATIENCE) == 0
     ping = names.cli("inspect", "ping", "-d", names.node, "--timeout", "0.5")
     assert ping.returncode == 69
+
+
+def test_a_second_node_of_the_same_name_warns_and_works_without_remote_control(names, worker, workers, client):
+    twin = workers(["-A", "rctasks", "worker", "-n", names.node, "-c", "1", "-l", "INFO"], env=names.env)
+    twin.ready(PATIENCE)
+    twin.wait_for_line(rf"WARNING/MainProcess\] A node named {re.escape(names.node)} is already using this "
+                       r"process mailbox!", PATIENCE)
+    results = [client.send_task("ctasks.add", (n, n)) for n in range(4)]
+    assert [r.get(timeout=PATIENCE) for r in results] == [0, 2, 4, 6]  # both nodes still run tasks
+    assert client.control.ping(destination=[names.node]) == [{names.node: {"ok": "pong"}}]  # the first one
+    assert twin.proc.poll() is None

@@ -469,3 +469,32 @@ def test_the_client_side_declares_an_exchange_to_publish_to(transport, connectio
     transport.publish(b"kept", {}, exchange=exchange, routing_key="task.sent")
     wait_until(connection, lambda: received)
     assert [d.body for d in received] == [b"kept"]
+
+
+@pytest.mark.broker
+def test_an_isolated_declare_refused_leaves_the_connection_usable(broker_url, unique_queue):
+    """amqp only: memory:// does not model exclusive queues. A worker whose node name is taken must get an
+    error for its mailbox and go on working (Celery's worker warns and runs without remote control)."""
+    transport = AmqpTransport(broker_url)
+    holder, other = transport.connection(), transport.connection()
+    holder.connect()
+    other.connect()
+    try:
+        # The exclusive queue goes with its connection: it is never handed to unique_queue for deletion.
+        mailbox, tasks = f"minicelery-mailbox-{uuid.uuid4().hex[:12]}", unique_queue()
+        spec = QueueSpec(mailbox, exchange="", durable=False, auto_delete=True, exclusive=True)
+        holder.declare(spec, isolated=True)
+        with pytest.raises(OperationalError) as refused:
+            other.declare(spec, isolated=True)
+        assert refused.value.reason is not None and refused.value.reason.startswith("405")
+        assert other.is_open
+        received = consumed(other, tasks)  # the main channel is untouched
+        other.publish(b"still here", {}, routing_key=tasks)
+        wait_until(other, lambda: received)
+        other.ack(received[0].delivery_tag)
+        other.declare(QueueSpec(unique_queue(), exchange="", durable=False, auto_delete=True),
+                      isolated=True)  # a new side channel
+    finally:
+        holder.close()
+        other.close()
+        transport.close()
