@@ -47,6 +47,12 @@ def make_app(tmp_path: Path) -> Celery:
     def boom() -> None:
         raise ValueError("boom!")
 
+    @app.task(name="rc.flaky", bind=True, max_retries=3)
+    def flaky(self: Any) -> int:
+        if self.request.retries < 1:
+            raise self.retry(exc=KeyError("again"), countdown=0)
+        return self.request.retries
+
     app.finalize()
     return app
 
@@ -398,3 +404,17 @@ def test_the_client_sends_task_sent_when_asked(app, tap):
     assert (sent["name"], sent["args"], sent["kwargs"], sent["queue"], sent["routing_key"]) == (
         "rc.add", "(2, 3)", "{}", "celery", "celery")
     assert sent["eta"] is not None and sent["root_id"] == result.id and sent["retries"] == 0
+
+
+def test_a_retry_sends_task_retried_and_the_new_message_is_received(app, tap):
+    with start_worker(app, hostname="rc21@host", task_events=True):
+        result = app.tasks["rc.flaky"].delay()
+        assert result.get(timeout=PATIENCE) == 1
+        events = tap.wait_for(lambda e: e["type"] == "task-succeeded" and e["uuid"] == result.id)
+    mine = [e for e in events if e.get("uuid") == result.id]
+    kinds = [e["type"] for e in mine]
+    assert kinds.count("task-received") == 2 and kinds.count("task-started") == 2
+    assert kinds[-1] == "task-succeeded" and kinds.count("task-retried") == 1
+    [retried] = [e for e in mine if e["type"] == "task-retried"]
+    assert retried["exception"] == "KeyError('again')" and "Retry in 0s" in retried["traceback"]
+    assert [e["retries"] for e in mine if e["type"] == "task-received"] == [0, 1]
