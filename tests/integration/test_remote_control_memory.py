@@ -141,7 +141,7 @@ def test_stats_has_celerys_keys_and_counts_accepted_tasks(app):
 def test_registered_lists_user_tasks_sorted_and_builtins_on_request(app):
     with start_worker(app, hostname="rc3@host"):
         inspect = app.control.inspect(timeout=PATIENCE, limit=1)
-        assert inspect.registered() == {"rc3@host": ["rc.add", "rc.boom", "rc.sleepy"]}
+        assert inspect.registered() == {"rc3@host": ["rc.add", "rc.boom", "rc.flaky", "rc.sleepy"]}
         app.tasks["rc.add"].rate_limit = "10/m"
         assert inspect.registered("rate_limit")["rc3@host"][0] == "rc.add [rate_limit=10/m]"
 
