@@ -6,7 +6,7 @@ finalizes, and the broker connection opens with the first message sent.
 Two signals let a program hook in: ``on_after_configure`` (sent once the configuration is read) and
 ``on_after_finalize``; Celery users call ``add_periodic_task`` from them. Celery's counterpart is
 ``celery.app.base``; left out are loaders, fixups, the ``on_configure`` and ``on_after_fork`` signals,
-events, control and the canvas.
+and the canvas. ``app.control`` (remote control of workers) lives in ``control.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -22,14 +21,16 @@ from datetime import datetime, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import _state, periodic
+from . import _state, monitor, periodic
 from .brokers import open_transport
 from .clock import LamportClock
 from .config import Settings
+from .control import control_property
 from .exceptions import DuplicateTaskNameWarning, ImproperlyConfigured
 from .imports import config_module_from_envvar
 from .local import PromiseProxy
 from .message import SendOptions, TaskMessage
+from .pidbox import oid_from
 from .registry import TaskRegistry
 from .result import AsyncResult
 from .sending import complete, route
@@ -297,12 +298,14 @@ class Celery:
                                                       "__doc__": base.__doc__, **attrs})
         return self.__dict__[key]
 
+    control = control_property  # app.control.ping(), .revoke(), .inspect()... (control.py)
+
     # -- sending ----------------------------------------------------------------------------------
 
     @property
     def oid(self) -> str:
         """A uuid-like id of this app in this process."""
-        return _oid(self, "process")
+        return oid_from(self, "process")
 
     @property
     def thread_oid(self) -> str:
@@ -312,7 +315,7 @@ class Celery:
             local.__dict__.clear()
             local.pid = os.getpid()
         if not hasattr(local, "thread_oid"):
-            local.thread_oid = _oid(self, threading.get_ident())
+            local.thread_oid = oid_from(self, threading.get_ident())
         return local.thread_oid
 
     @property
@@ -374,6 +377,8 @@ class Celery:
         envelope = message.encode()
         self.broker.publish(envelope.body, envelope.properties, exchange=exchange, routing_key=routing_key,
                             declare=(QueueSpec(queue),) if queue is not None else ())
+        if conf.task_send_sent_event:  # monitoring: Celery's task-sent event (monitor.py)
+            monitor.task_sent(self, message, queue, exchange, routing_key)
         return self.AsyncResult(message.id, task_name=name, ignored=bool(options.ignore_result))
 
     @property
@@ -393,8 +398,3 @@ class Celery:
 
 
 _state.set_default_app_factory(lambda: Celery("default", set_as_current=False))
-
-
-def _oid(app: Celery, scope: Any) -> str:
-    """A stable uuid3 for (host, process, scope, app), like Celery's ``oid_from``."""
-    return str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode():x}-{os.getpid():x}-{scope}-{id(app):x}"))

@@ -1,17 +1,18 @@
 """The command line: ``python -m minicelery -A proj worker`` and friends.
 
 Sub-commands ``worker`` (``-B`` runs beat beside it, ``--embedded-broker`` a broker), ``beat``,
-``call``, ``result``, ``purge``, ``report``, ``broker`` (the embedded AMQP broker,
-:mod:`minicelery.embedded`) and ``demo``; ``-A/--app`` and ``-b/--broker``
-may come before or after the sub-command, as with Celery. Errors that users cause (an app that cannot be
-found, a bad option, an unreachable broker, bad configuration) print one paragraph, no traceback, and
-exit with a named code from :data:`EXIT_CODES`. Celery's counterpart is ``celery.bin`` (click based);
-left out are ``inspect``, ``control``, ``events``, ``multi`` and ``shell``.
+``call``, ``result``, ``purge``, ``report``, the operating commands ``inspect``, ``control`` and
+``events`` (in ``cli_control``), ``broker`` (the embedded AMQP broker, :mod:`minicelery.embedded`) and
+``demo``; ``-A/--app`` and ``-b/--broker`` may come before or after the sub-command, as with Celery.
+Errors that users cause (an app that cannot be found, a bad option, an unreachable broker, bad
+configuration) print one paragraph, no traceback, and exit with a named code from :data:`EXIT_CODES`.
+Celery's counterpart is ``celery.bin`` (click based); left out are ``multi``, ``status`` and ``shell``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import __version__, log
+from . import __version__, cli_control, log
 from .app import Celery
 from .embedded import add_broker_parser, broker_command, with_embedded_broker
 from .exceptions import BrokerDataError, CeleryError, ImproperlyConfigured, OperationalError, TimeoutError
@@ -110,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--time-limit", type=_seconds, help="hard time limit per task, in seconds (0: none)")
     worker.add_argument("--soft-time-limit", type=_seconds,
                         help="soft time limit per task, in seconds (0: none)")
-    worker.add_argument("--without-heartbeat", action="store_true", help="disable AMQP heartbeats")
+    worker.add_argument("--without-heartbeat", action="store_true",
+                        help="disable AMQP heartbeats and the worker-heartbeat events")
+    worker.add_argument("-E", "--task-events", action="store_true", default=None,
+                        help="send task events for monitoring (celery events, Flower)")
     worker.add_argument("--start-method", choices=["fork", "spawn"],
                         help="how children are started (default fork)")
     worker.add_argument("--embedded-broker", action="store_true",
@@ -151,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the zero-setup tour: a broker, a worker and a client on this machine")
     demo.add_argument("-c", "--concurrency", type=_at_least(1), help="worker child processes (default: CPUs)")
     demo.add_argument("-n", "--count", type=_at_least(1), default=300, help="additions to send (default 300)")
+    cli_control.add_parsers(sub, lambda parser: _common(parser, argparse.SUPPRESS))
     return parser
 
 
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None, app: Celery | None = None) -> int:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
         if args.command is None:
             raise UsageError("minicelery: give a command: worker, beat, call, result, purge, report, "
-                             "broker or demo (see --help)")
+                             "inspect, control, events, broker or demo (see --help)")
         if args.command == "broker":  # needs no app
             try:
                 level = log.parse_level(args.loglevel)
@@ -232,7 +237,8 @@ def worker_command(app: Celery, args: argparse.Namespace) -> int:
                     loglevel=level, prefetch_multiplier=args.prefetch_multiplier,
                     max_tasks_per_child=args.max_tasks_per_child,
                     heartbeat=0 if args.without_heartbeat else None, app_spec=args.app,
-                    start_method=args.start_method, time_limit=hard, soft_time_limit=soft)
+                    start_method=args.start_method, time_limit=hard, soft_time_limit=soft,
+                    task_events=args.task_events, heartbeats=not args.without_heartbeat)
     beat = _start_embedded_beat(args) if args.beat else None
     try:
         return with_embedded_broker(conf.broker_url, worker.start) if args.embedded_broker else worker.start()
@@ -350,6 +356,15 @@ def purge_command(app: Celery, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _operating(command: Callable[[Celery, argparse.Namespace], int], app: Celery,
+               args: argparse.Namespace) -> int:
+    """Run an ``inspect``/``control``/``events`` command; its ``ValueError`` is a usage error."""
+    try:
+        return command(app, args)
+    except ValueError as exc:
+        raise UsageError(f"Error: {exc}") from None
+
+
 def report_command(app: Celery, args: argparse.Namespace) -> int:
     """``report``: versions and the humanized, censored configuration (for bug reports)."""
     versions = {"minicelery": __version__, "python": platform.python_version(),
@@ -367,4 +382,5 @@ def report_command(app: Celery, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[Celery, argparse.Namespace], int]] = {
     "worker": worker_command, "beat": beat_command, "call": call_command, "result": result_command,
     "purge": purge_command, "report": report_command,
+    **{name: functools.partial(_operating, command) for name, command in cli_control.COMMANDS.items()},
 }

@@ -1,7 +1,7 @@
 """A Lamport clock: the logical clock every app creates, used to order events between processes.
 
-Celery's counterpart is ``kombu.clocks.LamportClock``. minicelery sends no events yet, so the clock only
-counts; it is kept because creating one is part of what creating an app means.
+Celery's counterpart is ``kombu.clocks.LamportClock``. A worker stamps its monitoring events and remote
+control replies with it and moves it past the clocks of the requests it receives (``worker/remote.py``).
 """
 
 from __future__ import annotations

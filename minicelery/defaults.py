@@ -3,8 +3,8 @@
 Celery's counterpart is ``celery.app.defaults``, whose ``NAMESPACES`` tree holds 207 options with types,
 deprecation data and old (Celery 3) names. This module keeps one flat table, in Celery's order, of the
 settings a user of a task queue sets (broker, results, tasks, routing, worker, logging), and derives the
-old UPPERCASE names from Celery's naming rules. Left out: the settings of backends, events, remote
-control and security that minicelery does not implement, option types and deprecation warnings. A setting
+old UPPERCASE names from Celery's naming rules. Left out: the settings of backends and security that
+minicelery does not implement, option types and deprecation warnings. A setting
 missing here can still be set and read through ``app.conf``; it just has no default.
 """
 
@@ -52,6 +52,14 @@ SETTINGS: dict[str, Setting] = {
     "beat_max_loop_interval": Setting(0, "Longest sleep of beat between checks; 0 means 300 seconds."),
     "beat_cron_starting_deadline": Setting(
         None, "Seconds after which a missed crontab run is skipped instead of run late; None: never."),
+    # -- remote control and events --------------------------------------------------------------------
+    "control_exchange": Setting("celery", "Name stem of the remote control exchanges: <name>.pidbox."),
+    "control_queue_ttl": Setting(300.0, "Seconds a control message waits in a mailbox (x-message-ttl)."),
+    "control_queue_expires": Setting(10.0, "Seconds an unused mailbox or reply queue lives (x-expires)."),
+    "event_exchange": Setting("celeryev", "Topic exchange monitoring events are published to."),
+    "event_queue_ttl": Setting(5.0, "Seconds an event waits in a monitor's queue (x-message-ttl)."),
+    "event_queue_expires": Setting(60.0, "Seconds an unused monitor queue lives (x-expires)."),
+    "event_serializer": Setting("json", "Serializer of monitoring events."),
     # -- broker ---------------------------------------------------------------------------------------
     "broker_url": Setting(None, f"AMQP URL of the broker; None means {DEFAULT_BROKER_URL}."),
     "broker_read_url": Setting(None, "Broker URL used for consuming; None means broker_url."),
@@ -122,7 +130,7 @@ SETTINGS: dict[str, Setting] = {
     "worker_enable_soft_shutdown_on_idle": Setting(False, "Soft shutdown also when no task is running."),
     "worker_concurrency": Setting(None, "Number of child processes; None means the CPU count."),
     "worker_disable_rate_limits": Setting(False, "Ignore task rate limits."),
-    "worker_enable_remote_control": Setting(True, "Consume remote control commands (not implemented)."),
+    "worker_enable_remote_control": Setting(True, "Consume remote control commands (inspect, control)."),
     "worker_hijack_root_logger": Setting(True, "Replace the root logger's handlers at worker start."),
     "worker_log_color": Setting(None, "Colour the log; None means when logging to a terminal."),
     "worker_log_format": Setting(DEFAULT_PROCESS_LOG_FMT, "Log format of the worker."),
@@ -134,7 +142,7 @@ SETTINGS: dict[str, Setting] = {
     "worker_prefetch_multiplier": Setting(4, "Prefetch count is concurrency times this."),
     "worker_redirect_stdouts": Setting(True, "Send print() output of tasks to the log."),
     "worker_redirect_stdouts_level": Setting("WARNING", "Level of the redirected output."),
-    "worker_send_task_events": Setting(False, "Send task events for monitoring (not implemented)."),
+    "worker_send_task_events": Setting(False, "Send task events for monitoring (as worker -E)."),
     "worker_task_log_format": Setting(DEFAULT_TASK_LOG_FMT, "Log format inside tasks."),
 }
 
@@ -149,6 +157,7 @@ _OLD_PREFIXES = {
     "worker_": "CELERYD_",
     "result_": "CELERY_RESULT_",
     "beat_": "CELERYBEAT_",
+    "event_": "CELERY_EVENT_",
 }
 _OLD_UNPREFIXED = {"accept_content", "imports", "include", "timezone"}  # became CELERY_<NAME>
 _OLD_EXCEPTIONS = {

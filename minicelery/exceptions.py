@@ -29,6 +29,7 @@ The tree::
     │       └── QueueNotFound (KeyError)
     ├── MessagingError                    (kombu's family)
     │   ├── OperationalError              the broker cannot be reached or went away
+    │   │   └── NoReplyError              no worker answered a remote control request in time
     │   ├── EncodeError                   a value the serializer cannot encode
     │   └── DecodeError                   a body that cannot be decoded
     ├── SoftTimeLimitExceeded             raised inside a task at its soft time limit   (billiard's family)
@@ -58,6 +59,7 @@ __all__ = [
     "Ignore",
     "ImproperlyConfigured",
     "InvalidTaskError",
+    "NoReplyError",
     "MaxRetriesExceededError",
     "MessagingError",
     "NotRegistered",
@@ -238,6 +240,11 @@ class OperationalError(MessagingError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild_operational_error, (str(self), self.url, self.reason)
+
+
+class NoReplyError(OperationalError):
+    """Raised by ``inspect``/``control`` on the command line when no worker answered within ``--timeout``
+    (exit 69, as Celery's CLI); check the worker runs, its node name (``-d``), and the broker."""
 
 
 class EncodeError(MessagingError):

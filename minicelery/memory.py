@@ -7,12 +7,14 @@ prefetch window limits unacknowledged deliveries, a rejected or unacknowledged m
 queue marked ``redelivered``, reply queues are consumed without acknowledgement. The real worker (its
 consumer and its prefork pool) runs on it in-process: see :func:`minicelery.testing.start_worker`.
 
-One broker per URL (``memory://`` and ``memory://name``), shared by every thread of the process that
-created it. Its forked children (pool processes retrying a task) cannot share its memory, so what they
-publish travels to it as datagrams over a socket pair they inherit, and enters the queues when the
-broker's process next waits or publishes. Left out: other exchange types, TTLs, priorities, dead-lettering,
-persistence, and processes started with ``spawn`` (they start with an empty broker of their own).
-Dramatiq's ``StubBroker`` and httpx's ``MockTransport`` are the models; Celery has kombu's ``memory``.
+One broker per URL (``memory://`` and ``memory://name``), shared by every thread of the process that created
+it. Its forked children (pool processes retrying a task) cannot share its memory, so what they publish
+travels to it as datagrams over a socket pair they inherit, and enters the queues when the broker's process
+next waits or publishes. Exchanges route as AMQP's direct, fanout and topic do (:mod:`minicelery.exchanges`).
+Left out: headers exchanges, TTLs, exclusive and auto-delete queues (they stay until the process ends),
+priorities, dead-lettering, persistence, and processes started with ``spawn`` (they start with an empty
+broker of their own). Dramatiq's ``StubBroker`` and httpx's ``MockTransport`` are the models; Celery has
+kombu's ``memory``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .exceptions import OperationalError
+from .exchanges import routes
 from .transport import Delivery, QueueSpec, Reply
 
 __all__ = ["MemoryTransport", "MemoryConnection"]
@@ -60,7 +63,8 @@ class _Broker:
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)  # a message entered some queue
         self.queues: dict[str, _Queue] = {}
-        self.bindings: dict[tuple[str, str], set[str]] = {}  # (exchange, routing key) → queues
+        # exchange → {(binding key, queue, exchange type)}: an exchange without bindings drops everything
+        self.bindings: dict[str, set[tuple[str, str, str]]] = {}
         # Forked children publish through this pair: a datagram arrives whole or not at all.
         self.inbox, self.outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.inbox.setblocking(False)
@@ -71,7 +75,8 @@ class _Broker:
         with self.lock:
             self.queues.setdefault(spec.name, _Queue())
             if spec.exchange:
-                self.bindings.setdefault((spec.exchange, spec.routing_key or spec.name), set()).add(spec.name)
+                key = spec.name if spec.routing_key is None else spec.routing_key
+                self.bindings.setdefault(spec.exchange, set()).add((key, spec.name, spec.exchange_type))
 
     def publish(self, message: _Message) -> None:
         """Route a message (lost when no queue matches, as AMQP drops an unroutable message)."""
@@ -92,7 +97,8 @@ class _Broker:
     def _route(self, message: _Message) -> None:
         """Put ``message`` into its queues and wake their consumers (the lock is held)."""
         if message.exchange:
-            names = sorted(self.bindings.get((message.exchange, message.routing_key), ()))
+            names = sorted({queue for binding, queue, kind in self.bindings.get(message.exchange, ())
+                            if routes(kind, binding, message.routing_key)})
         else:
             names = [message.routing_key] if message.routing_key in self.queues else []
         for name in names:
@@ -168,6 +174,10 @@ class MemoryTransport:
             self._broker.declare(spec)
         self._broker.publish(_Message(body, _copy(properties), exchange, routing_key))
 
+    def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
+        """See :meth:`Transport.declare_exchange <minicelery.transport.Transport.declare_exchange>`: nothing
+        to keep, as an exchange routes by its bindings, which carry its type."""
+
     def declare_reply_queue(self, name: str, expires_ms: int | None, consume: bool = True) -> None:
         """See :meth:`Transport.declare_reply_queue <minicelery.transport.Transport.declare_reply_queue>`."""
         self._broker.declare(QueueSpec(name, exchange=""))
@@ -208,7 +218,8 @@ class MemoryConnection:
         self._broker = _broker(self.url)
         self._open = False
         self._prefetch = 0
-        self._consumers: dict[str, tuple[Callable[[Delivery], None], Callable[[str], None]]] = {}
+        # queue → (on_message, on_cancel, no_ack)
+        self._consumers: dict[str, tuple[Callable[[Delivery], None], Callable[[str], None], bool]] = {}
         self._unacked: dict[int, tuple[str, _Message]] = {}  # delivery tag → (queue, message)
         self._tags = itertools.count(1)
         self._watched: tuple[int, Callable[[], None]] | None = None
@@ -231,13 +242,19 @@ class MemoryConnection:
         self._check()
         self._prefetch = prefetch_count
 
-    def declare(self, spec: QueueSpec) -> None:
-        """See :meth:`Connection.declare <minicelery.transport.Connection.declare>`."""
+    def declare(self, spec: QueueSpec, *, isolated: bool = False) -> None:
+        """See :meth:`Connection.declare <minicelery.transport.Connection.declare>` (exclusivity is not
+        modelled here, so nothing is ever refused)."""
         self._check()
         self._broker.declare(spec)
 
+    def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
+        """See :meth:`Connection.declare_exchange <minicelery.transport.Connection.declare_exchange>`
+        (nothing to keep: see :meth:`MemoryTransport.declare_exchange`)."""
+        self._check()
+
     def consume(self, queue: str, on_message: Callable[[Delivery], None],
-                on_cancel: Callable[[str], None]) -> str:
+                on_cancel: Callable[[str], None], *, no_ack: bool = False) -> str:
         """See :meth:`Connection.consume <minicelery.transport.Connection.consume>`."""
         self._check()
         with self._broker.lock:
@@ -248,7 +265,7 @@ class MemoryConnection:
             self.close()
             raise OperationalError(f"memory:// has no queue {queue!r}: declare it first", url=self.url,
                                    reason="404 NOT_FOUND")
-        self._consumers[queue] = (on_message, on_cancel)
+        self._consumers[queue] = (on_message, on_cancel, no_ack)
         self.nudge()
         return f"ctag-{queue}"
 
@@ -329,12 +346,15 @@ class MemoryConnection:
             return False
         deliveries: list[tuple[Callable[[Delivery], None], Delivery]] = []
         with self._broker.lock:
-            for name, (on_message, _) in self._consumers.items():
+            for name, (on_message, _, no_ack) in self._consumers.items():
                 queue = self._broker.queues[name]
-                while queue.messages and (not self._prefetch or len(self._unacked) < self._prefetch):
+                # no_ack deliveries never count against the prefetch window, as on RabbitMQ.
+                while queue.messages and (no_ack or not self._prefetch
+                                          or len(self._unacked) < self._prefetch):
                     message = queue.messages.popleft()
                     tag = next(self._tags)
-                    self._unacked[tag] = (name, message)
+                    if not no_ack:
+                        self._unacked[tag] = (name, message)
                     deliveries.append((on_message, Delivery(tag, message.exchange, message.routing_key,
                                                             message.redelivered, _copy(message.properties),
                                                             message.body)))

@@ -144,6 +144,13 @@ class AsyncResult:
         """Drop the cached state (the rpc backend stores nothing else)."""
         self._meta = None
 
+    def revoke(self, connection: Any = None, terminate: bool = False, signal: str | None = None,
+               wait: bool = False, timeout: float | None = None) -> None:
+        """Revoke the task on every worker (``terminate``: also kill it if running); with ``wait``, wait
+        up to ``timeout`` s for the workers' replies. See ``app.control.revoke``."""
+        self.app.control.revoke(self.id, terminate=terminate, signal=signal or "SIGTERM", reply=wait,
+                                timeout=timeout or 1.0)
+
     def as_tuple(self) -> tuple[tuple[str, Any], None]:
         """Celery's tuple form of a result, as used in a message's ``children``: ``((id, parent), None)``."""
         return (self.id, self.parent.as_tuple() if self.parent is not None else None), None

@@ -9,8 +9,9 @@ Two implementations: ``amqp`` (RabbitMQ through pika, the production broker) and
 in-process broker for tests and scripts; the real worker runs on it). The values are plain frozen
 dataclasses with no pika in them, so the app and the worker never load the AMQP client to name a queue
 or read a delivery. Celery's counterparts are kombu's ``Connection``/``Producer``/``Consumer`` and its
-``Queue``/``Exchange``/``Message``; left out: exchange types other than direct for declaring, and
-message methods (acknowledging goes through the connection).
+``Queue``/``Exchange``/``Message``. Exchanges are direct, fanout (remote control's ``celery.pidbox``) or
+topic (monitoring events' ``celeryev``); left out: headers exchanges, and message methods (acknowledging
+goes through the connection).
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ __all__ = ["QueueSpec", "Reply", "Delivery", "Transport", "Connection"]
 
 @dataclass(frozen=True)
 class QueueSpec:
-    """A queue, its exchange (default: its name; ``''`` is never declared) and binding, as Celery's (§8.2)."""
+    """A queue, its exchange (default: its name; ``''`` is never declared) and binding, as Celery's (§8.2).
+
+    ``exchange_durable`` is False only for remote control's exchanges, which Celery declares transient.
+    """
 
     name: str
     exchange: str | None = None
     exchange_type: str = "direct"
+    exchange_durable: bool = True
     routing_key: str | None = None
     durable: bool = True
     auto_delete: bool = False
@@ -99,6 +104,10 @@ class Transport(Protocol):
         in this thread.
         """
 
+    def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
+        """Declare an exchange alone (once per connection), so that messages can be published to it
+        with nobody bound yet: ``task-sent`` events on the ``celeryev`` topic exchange."""
+
     def purge(self, queues: Iterable[str]) -> int:
         """Delete the messages waiting in ``queues``; return how many (a missing queue counts as 0)."""
 
@@ -131,15 +140,26 @@ class Connection(Protocol):
     def qos(self, prefetch_count: int) -> None:
         """Limit the unacknowledged deliveries of the whole channel (0: no limit), as Celery does."""
 
-    def declare(self, spec: QueueSpec) -> None:
-        """Declare a queue, its exchange and its binding."""
+    def declare(self, spec: QueueSpec, *, isolated: bool = False) -> None:
+        """Declare a queue, its exchange and its binding.
+
+        ``isolated``: on the channel of the ``no_ack`` consumers, so that a refusal (an exclusive queue
+        another connection holds: 405 RESOURCE_LOCKED) raises ``OperationalError`` and leaves the
+        connection usable; remote control declares a worker's mailbox so.
+        """
+
+    def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
+        """Declare an exchange alone (``direct``, ``fanout`` or ``topic``), for publishing to it: a publish
+        to an exchange that does not exist closes the channel on RabbitMQ."""
 
     def consume(self, queue: str, on_message: Callable[[Delivery], None],
-                on_cancel: Callable[[str], None]) -> str:
-        """Consume ``queue`` with manual acknowledgement; return the consumer tag.
+                on_cancel: Callable[[str], None], *, no_ack: bool = False) -> str:
+        """Consume ``queue`` with manual acknowledgement (or none: ``no_ack``); return the consumer tag.
 
         ``on_message(delivery)`` runs inside :meth:`wait` for each message. ``on_cancel(queue)`` runs there
-        when the broker cancels the consumer (the queue was deleted, say); no message comes after it.
+        when the broker cancels the consumer (the queue was deleted, say); no message comes after it. A
+        ``no_ack`` delivery is settled by the broker as it leaves: it never counts against the prefetch
+        window and must not be acknowledged (remote control's mailbox, monitors' event queues).
         """
 
     def cancel_all(self) -> None:

@@ -44,6 +44,7 @@ class _Link:
                 self.close()
                 raise
         self.declared: set[QueueSpec] = set()
+        self.exchanges: set[str] = set()  # declared alone (declare_exchange)
         self.consuming: set[str] = set()
 
     def close(self) -> None:
@@ -155,6 +156,19 @@ class AmqpTransport:
                 for method, arguments in declarations(spec):
                     getattr(link.channel, method)(**arguments)
                 link.declared.add(spec)
+
+    def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
+        """See :meth:`Transport.declare_exchange <minicelery.transport.Transport.declare_exchange>`."""
+        state = self._state()
+        link = self._link(state)
+        if name in link.exchanges:
+            return
+        try:
+            link.channel.exchange_declare(exchange=name, exchange_type=exchange_type, durable=durable,
+                                          auto_delete=False)
+        except (*PIKA_ERRORS, OSError) as exc:
+            raise self._broken(state, link, exc) from exc
+        link.exchanges.add(name)
 
     def declare_reply_queue(self, name: str, expires_ms: int | None, consume: bool = True) -> None:
         """See :meth:`Transport.declare_reply_queue <minicelery.transport.Transport.declare_reply_queue>`."""

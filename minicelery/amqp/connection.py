@@ -78,9 +78,15 @@ class AmqpConnection:
         self._loop: Loop | None = None
         self._connection: Any = None  # pika.SelectConnection while connected
         self._channel: Any = None
+        # no_ack consumers (remote control, monitors) get a channel of their own, as Celery's pidbox
+        # does: RabbitMQ blocks a whole channel once its global prefetch window is full, no_ack
+        # consumers included, and a worker busy with its window must still hear a revoke.
+        self._side: Any = None
+        self._side_error: BaseException | None = None  # why the side channel closed, for the verb waiting
         self._lost: BaseException | None = None  # why the connection or channel closed, once it did
         self._watched: tuple[int, Callable[[], None]] | None = None
-        self._queues: dict[str, tuple[str, Callable[[str], None]]] = {}  # consumer tag → queue, on_cancel
+        # consumer tag → (queue, on_cancel, the channel it consumes on)
+        self._queues: dict[str, tuple[str, Callable[[str], None], Any]] = {}
 
     @property
     def is_open(self) -> bool:
@@ -90,7 +96,7 @@ class AmqpConnection:
     def connect(self) -> None:
         """See :meth:`Connection.connect <minicelery.transport.Connection.connect>`."""
         self.close()
-        self._lost, self._queues = None, {}
+        self._lost, self._queues, self._side = None, {}, None
         opened: list[BaseException] = []
         self._loop = loop = Loop()
         try:
@@ -118,14 +124,21 @@ class AmqpConnection:
         self._check()  # before naming a method of a channel that may be gone
         self._call(self._channel.basic_qos, prefetch_count=prefetch_count, global_qos=True)
 
-    def declare(self, spec: QueueSpec) -> None:
+    def declare(self, spec: QueueSpec, *, isolated: bool = False) -> None:
         """See :meth:`Connection.declare <minicelery.transport.Connection.declare>`."""
         for method, arguments in declarations(spec):
             self._check()
-            self._call(getattr(self._channel, method), **arguments)
+            channel = self._side_channel() if isolated else self._channel
+            self._call(getattr(channel, method), isolated=isolated, **arguments)
+
+    def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
+        """See :meth:`Connection.declare_exchange <minicelery.transport.Connection.declare_exchange>`."""
+        self._check()
+        self._call(self._channel.exchange_declare, exchange=name, exchange_type=exchange_type,
+                   durable=durable, auto_delete=False)
 
     def consume(self, queue: str, on_message: Callable[[Delivery], None],
-                on_cancel: Callable[[str], None]) -> str:
+                on_cancel: Callable[[str], None], *, no_ack: bool = False) -> str:
         """See :meth:`Connection.consume <minicelery.transport.Connection.consume>`."""
         def deliver(_channel: Any, method: Any, props: Any, body: bytes) -> None:
             properties = {name: getattr(props, name) for name in DELIVERY_PROPERTIES}
@@ -134,15 +147,25 @@ class AmqpConnection:
                                 properties, body))
 
         self._check()
-        tag = self._call(self._channel.basic_consume, queue, deliver, auto_ack=False).method.consumer_tag
-        self._queues[tag] = (queue, on_cancel)
+        channel = self._side_channel() if no_ack else self._channel
+        answer = self._call(channel.basic_consume, queue, deliver, auto_ack=no_ack, isolated=no_ack)
+        tag = answer.method.consumer_tag
+        self._queues[tag] = (queue, on_cancel, channel)
         return str(tag)
+
+    def _side_channel(self) -> Any:
+        """The channel of the no_ack consumers, opened on first use."""
+        if self._side is None:
+            self._side = self._call(self._connection.channel, callback_name="on_open_callback")
+            self._side.add_on_close_callback(self._on_side_closed)
+            self._side.add_on_cancel_callback(self._on_cancelled)
+        return self._side
 
     def cancel_all(self) -> None:
         """See :meth:`Connection.cancel_all <minicelery.transport.Connection.cancel_all>`."""
-        for tag in list(self._queues):
+        for tag, (_queue, _on_cancel, channel) in list(self._queues.items()):
             self._check()
-            self._call(self._channel.basic_cancel, tag)
+            self._call(channel.basic_cancel, tag)
             del self._queues[tag]
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
@@ -202,16 +225,21 @@ class AmqpConnection:
     # -- the machinery ---------------------------------------------------------------------------------
 
     def _call(self, method: Callable[..., Any], *args: Any, callback_name: str = "callback",
-              **kwargs: Any) -> Any:
+              isolated: bool = False, **kwargs: Any) -> Any:
         """Call a pika method that answers through a callback, and run the loop until the broker's answer
-        arrives (or the connection is lost); return what the callback was given."""
+        arrives (or the connection is lost); return what the callback was given. ``isolated``: a method of
+        the side channel, whose refusal raises ``OperationalError`` and leaves the connection open."""
         self._check()
         answer = _Answer()
+        self._side_error = None
         self._send(lambda: method(*args, **kwargs, **{callback_name: answer}))
         while not answer.arrived:
             assert self._loop is not None
             _step(self._loop, STEP)
             self._check()
+            if isolated and self._side_error is not None:
+                error, self._side_error = self._side_error, None
+                raise operational_error(error, self.url) from error
         return answer.value
 
     def _send(self, call: Callable[[], Any]) -> None:
@@ -241,10 +269,20 @@ class AmqpConnection:
         # delivery): treat it as the loss of the connection, whose deliveries the broker requeues.
         self._lost = self._lost or error
 
+    def _on_side_closed(self, channel: Any, error: BaseException) -> None:
+        # The broker refused a side-channel call (an exclusive mailbox in use: 405): only that channel is
+        # gone, with its no_ack consumers; the next isolated verb opens a new one.
+        if channel is self._side:
+            self._side = None
+        self._side_error = error
+        for tag, (_queue, _on_cancel, consumed_on) in list(self._queues.items()):
+            if consumed_on is channel:
+                del self._queues[tag]
+
     def _on_cancelled(self, frame: Any) -> None:
         consumer = self._queues.pop(frame.method.consumer_tag, None)
         if consumer is not None:
-            queue, on_cancel = consumer
+            queue, on_cancel, _channel = consumer
             on_cancel(queue)
 
     def _on_watched(self, _fd: int, _events: int) -> None:
@@ -254,6 +292,6 @@ class AmqpConnection:
     def _release(self) -> None:
         """Forget the connection and close its event loop (the watched descriptor is not ours to close)."""
         loop, self._loop = self._loop, None
-        self._connection, self._channel = None, None
+        self._connection, self._channel, self._side = None, None, None
         if loop is not None:
             loop.close()

@@ -86,7 +86,7 @@ def declarations(spec: QueueSpec) -> list[tuple[str, dict[str, Any]]]:
     calls: list[tuple[str, dict[str, Any]]] = []
     if spec.exchange:
         calls.append(("exchange_declare", {"exchange": spec.exchange, "exchange_type": spec.exchange_type,
-                                           "durable": True, "auto_delete": False}))
+                                           "durable": spec.exchange_durable, "auto_delete": False}))
     calls.append(("queue_declare", {"queue": spec.name, "durable": spec.durable, "exclusive": spec.exclusive,
                                     "auto_delete": spec.auto_delete,
                                     "arguments": dict(spec.arguments or {}) or None}))

@@ -19,7 +19,8 @@ ARTLINES = [
 ]
 
 
-def banner(app: Any, *, hostname: str, concurrency: int, queues: list[str], loglevel: int) -> str:
+def banner(app: Any, *, hostname: str, concurrency: int, queues: list[str], loglevel: int,
+           task_events: bool = False) -> str:
     """The banner a worker prints before it starts: node, configuration, queues and (at INFO) tasks."""
     conf = app.conf
     info = [
@@ -30,7 +31,7 @@ def banner(app: Any, *, hostname: str, concurrency: int, queues: list[str], logl
         f".> transport:   {mask_broker_url(conf.broker_url, '**')}",
         f".> results:     {app.backend.url}",
         f".> concurrency: {concurrency} (prefork)",
-        ".> task events: OFF (minicelery sends no events)", "",
+        f".> task events: {'ON' if task_events else 'OFF (enable -E to monitor tasks in this worker)'}", "",
         "[queues]",
     ]
     info += [f".> {q:<16} exchange={q}(direct) key={q}" for q in sorted(queues)] + [""]

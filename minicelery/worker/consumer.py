@@ -11,12 +11,15 @@ Acknowledgement follows Celery: early (the default) when a child takes the job â
 wait that comes before the job is handed over, so an early-acked task never runs unless its ack went
 out â€” or after the outcome with ``acks_late``. A message is never acked before its fate is decided and is
 settled once it is. Bad messages are refused (logged, rejected without requeue, answered with a FAILURE
-when the sender waits) and the worker never crashes or loops on one. Celery's counterpart is
+when the sender waits) and the worker never crashes or loops on one. Remote control and monitoring
+events hook in through one optional object, :attr:`Consumer.control` (``worker/remote.py``): told of
+each new connection, given a moment in each turn, and flushed with the results. Celery's counterpart is
 ``celery.worker.consumer.Consumer`` with its blueprint steps, ``strategy`` and ``request``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -65,6 +68,8 @@ class Consumer:
         self.cancelled: list[str] = []  # queues whose consumer the broker cancelled
         self._qos_sent: int | None = None
         self._on_ready = on_ready
+        #: Remote control and events (a ``worker.remote.Remote``), or None; the worker sets it.
+        self.control: Any = None
 
     # -- the loop ---------------------------------------------------------------------------------------
 
@@ -80,6 +85,9 @@ class Consumer:
                 self._on_ready()
                 self._loop()
         finally:
+            if self.control is not None:
+                with contextlib.suppress(OperationalError):  # the broker is gone: nobody to tell
+                    self.control.stopped(self.connection)
             self.connection.unwatch()  # the pool's descriptor closes with the pool
 
     def _loop(self) -> None:
@@ -111,6 +119,8 @@ class Consumer:
         self.dispatch.release_due()
         self.dispatch.accept_ready()
         self._update_qos()
+        if self.control is not None:
+            self.control.turn(self.connection)
         self.flush()
         if self.dispatch.requests.accepted:
             # Their early acks must leave before the children get the jobs: a wait that blocks for
@@ -166,6 +176,8 @@ class Consumer:
         for queue in self.queues:
             self.connection.declare(QueueSpec(queue))
             self.connection.consume(queue, self.dispatch.on_message, self.cancelled.append)
+        if self.control is not None:
+            self.control.connected(self.connection)
         if not self.dispatch.accepting:  # a warm shutdown began while disconnected: consume nothing new
             self.connection.cancel_all()
         logger.info("Connected to %s", self.connection.url)
@@ -218,6 +230,8 @@ class Consumer:
         """Hand the results, then the acks and rejects decided so far, to the connection (they leave in
         its next wait)."""
         self.dispatch.outbox.publish(self.connection)
+        if self.control is not None:
+            self.control.flush(self.connection)
         for call in self.dispatch.acks.flush():
             if call.op == "ack":
                 self.connection.ack(call.tag, multiple=call.multiple)

@@ -37,6 +37,7 @@ class Job:
     content_encoding: str | None
     request: dict[str, Any]
     send_result: bool
+    events: bool = False  # task events are on: describe the outcome for task-succeeded/-failed
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class JobResult:
     state: str
     reply: tuple[str, str, bytes] | None
     requeue: bool = False
+    summary: str | None = None  # with task events: saferepr of the result, or repr of the exception
+    traceback: str | None = None
 
 
 def encode_result(task_id: str, state: str, value: Any, *, traceback: str | None, serializer: str,
@@ -104,7 +107,11 @@ class JobHandler:
         if reply is not None and hasattr(self.app.backend, "store_encoded"):  # file://: stored here
             self.app.backend.store_encoded(job.id, reply[2])
             reply = None
-        return JobResult(outcome.state, reply, requeue=outcome.requeue)
+        if not job.events:
+            return JobResult(outcome.state, reply, requeue=outcome.requeue)
+        summary = (saferepr(outcome.value, task.resultrepr_maxsize) if outcome.state == states.SUCCESS
+                   else repr(outcome.value))
+        return JobResult(outcome.state, reply, outcome.requeue, summary, outcome.traceback)
 
     def close(self) -> None:
         """Close the broker connection this child opened, if any (a retry publishes through it)."""

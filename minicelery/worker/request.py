@@ -59,6 +59,7 @@ class Request:
     headers: protocol.TaskHeaders
     task: Any
     job: Job
+    time_start: float | None = None  # wall-clock time a child was given it (inspect active)
 
     @property
     def label(self) -> str:

@@ -42,6 +42,10 @@ class RequestState:
         """Keep ``request`` until monotonic time ``due``."""
         heapq.heappush(self._held, (due, next(self._order), request))
 
+    def held(self) -> list[Request]:
+        """The requests held for their ETA, earliest first (for ``inspect scheduled``)."""
+        return [item[2] for item in sorted(self._held, key=lambda item: item[:2])]
+
     def next_due(self) -> float | None:
         """When the first held request falls due (None: none is held)."""
         return self._held[0][0] if self._held else None

@@ -26,6 +26,7 @@ from .banner import banner
 from .consumer import Consumer
 from .job import make_handler
 from .pool import Pool
+from .remote import Remote
 from .shutdown import Shutdown
 
 __all__ = ["Worker", "default_hostname", "expand_hostname"]
@@ -64,6 +65,8 @@ class Worker:
         handle_signals: install the SIGTERM/SIGINT/SIGQUIT handlers (only possible in the main thread;
             a worker run in a thread is stopped through :attr:`shutdown` instead).
         banner: print the start-up banner.
+        task_events: send task events (``-E``; default ``worker_send_task_events``).
+        heartbeats: send worker-online/-heartbeat/-offline events (off: ``--without-heartbeat``).
     """
 
     def __init__(self, app: Any, *, hostname: str | None = None, concurrency: int | None = None,
@@ -72,7 +75,7 @@ class Worker:
                  heartbeat: float | None = None, app_spec: str | None = None,
                  start_method: str | None = None, time_limit: float | None = None,
                  soft_time_limit: float | None = None, handle_signals: bool = True,
-                 banner: bool = True) -> None:
+                 banner: bool = True, task_events: bool | None = None, heartbeats: bool = True) -> None:
         conf = app.conf
         self.app = app
         self.hostname = expand_hostname(hostname or default_hostname())
@@ -89,6 +92,8 @@ class Worker:
                             soft_time_limit if soft_time_limit is not None else conf.task_soft_time_limit)
         self.handle_signals = handle_signals
         self.print_banner = banner
+        self.task_events = conf.worker_send_task_events if task_events is None else task_events
+        self.heartbeats = heartbeats
         self.shutdown = Shutdown(announce=handle_signals)
         #: Set once the consumer is connected and consuming (for whoever started this worker in a thread).
         self.ready = threading.Event()
@@ -107,7 +112,7 @@ class Worker:
         self.app.finalize()
         if self.print_banner:
             print(banner(self.app, hostname=self.hostname, concurrency=self.concurrency, queues=self.queues,
-                         loglevel=self.loglevel), flush=True)
+                         loglevel=self.loglevel, task_events=bool(self.task_events)), flush=True)
         handler_factory = functools.partial(
             make_handler, self.app_spec if self.start_method == "spawn" and self.app_spec else self.app,
             self.hostname, self.loglevel)
@@ -125,6 +130,10 @@ class Worker:
             self.consumer = Consumer(self.app, self.pool, connection, self.shutdown, hostname=self.hostname,
                                      queues=self.queues, prefetch_count=self.prefetch_count,
                                      time_limits=self.time_limits, on_ready=self.ready.set)
+            self.consumer.control = Remote(
+                self.app, self.consumer, hostname=self.hostname, concurrency=self.concurrency,
+                max_tasks_per_child=self.max_tasks_per_child, control=conf.worker_enable_remote_control,
+                heartbeats=self.heartbeats, task_events=bool(self.task_events))
             self.consumer.run()
         finally:
             # Warm: the consumer returned once every running task was settled; the children exit now.

@@ -391,3 +391,111 @@ def test_what_a_forked_child_publishes_reaches_the_queue(transport, names):
             os._exit(code)
     assert os.waitpid(pid, 0)[1] == 0
     assert transport.purge([queue]) == 2
+
+
+# -- exchanges for remote control and events: fanout, topic, declare_exchange, no_ack --------------------
+
+
+def test_a_fanout_exchange_copies_a_message_to_every_bound_queue(connection, names):
+    exchange, first, second, unbound = names("fanout"), names(), names(), names()
+    received: dict[str, list[Delivery]] = {first: [], second: [], unbound: []}
+    for queue, key in ((first, ""), (second, "ignored")):
+        connection.declare(QueueSpec(queue, exchange=exchange, exchange_type="fanout", exchange_durable=False,
+                                     routing_key=key, durable=False, auto_delete=True))
+    connection.declare(QueueSpec(unbound))
+    for queue in received:
+        connection.consume(queue, received[queue].append, lambda queue: None, no_ack=True)
+    connection.publish(b"to all", {}, exchange=exchange, routing_key="any key")
+    wait_until(connection, lambda: received[first] and received[second])
+    assert [d.body for d in received[first] + received[second]] == [b"to all", b"to all"]
+    assert received[first][0].exchange == exchange and received[unbound] == []
+
+
+def test_a_topic_exchange_routes_by_word_patterns(connection, names):
+    exchange = names("topic")
+    patterns = {"#": names(), "worker.#": names(), "*.heartbeat": names(), "task.*": names()}
+    received: dict[str, list[bytes]] = {pattern: [] for pattern in patterns}
+    for pattern, queue in patterns.items():
+        connection.declare(QueueSpec(queue, exchange=exchange, exchange_type="topic", routing_key=pattern,
+                                     durable=False, auto_delete=True))
+        connection.consume(queue, lambda d, p=pattern: received[p].append(d.body), lambda queue: None,
+                           no_ack=True)
+    for key in ("worker.heartbeat", "task.succeeded", "task.multi.x", "worker"):
+        connection.publish(key.encode(), {}, exchange=exchange, routing_key=key)
+    wait_until(connection, lambda: len(received["#"]) == 4)
+    wait_until(connection, lambda: sum(len(v) for v in received.values()) == 8)
+    assert sorted(received["worker.#"]) == [b"worker", b"worker.heartbeat"]
+    assert received["*.heartbeat"] == [b"worker.heartbeat"]
+    assert received["task.*"] == [b"task.succeeded"]
+
+
+def test_declare_exchange_lets_a_message_be_published_to_nobody(connection, names):
+    exchange = names("lonely")
+    for kind in ("fanout", "topic", "direct"):
+        connection.declare_exchange(f"{exchange}.{kind}" if kind != "fanout" else exchange, kind, durable=False)
+    connection.publish(b"nobody listens", {}, exchange=exchange, routing_key="")
+    connection.wait(0.2)
+    assert connection.is_open  # RabbitMQ would close the channel for an exchange that does not exist
+    connection.declare_exchange(exchange, "fanout", durable=False)  # declaring again is harmless
+
+
+def test_no_ack_deliveries_bypass_the_prefetch_window(connection, names):
+    manual, automatic = names(), names()
+    connection.qos(1)
+    got_manual: list[Delivery] = []
+    got_auto: list[Delivery] = []
+    connection.declare(QueueSpec(manual))
+    connection.declare(QueueSpec(automatic))
+    connection.consume(manual, got_manual.append, lambda queue: None)
+    connection.consume(automatic, got_auto.append, lambda queue: None, no_ack=True)
+    for n in range(3):
+        connection.publish(b"m%d" % n, {}, routing_key=manual)
+        connection.publish(b"a%d" % n, {}, routing_key=automatic)
+    wait_until(connection, lambda: len(got_auto) == 3 and got_manual)
+    connection.wait(0.2)
+    assert len(got_manual) == 1  # the window of one holds the others back; no_ack ones never count
+    connection.ack(got_manual[0].delivery_tag)
+    wait_until(connection, lambda: len(got_manual) == 2)
+
+
+def test_the_client_side_declares_an_exchange_to_publish_to(transport, connection, names):
+    exchange, queue = names("events"), names()
+    transport.declare_exchange(exchange, "topic", durable=False)
+    transport.declare_exchange(exchange, "topic", durable=False)  # again: harmless
+    transport.publish(b"lost", {}, exchange=exchange, routing_key="task.sent")  # nobody bound: dropped
+    received: list[Delivery] = []
+    connection.declare(QueueSpec(queue, exchange=exchange, exchange_type="topic", exchange_durable=False,
+                                 routing_key="task.*", durable=False, auto_delete=True))
+    connection.consume(queue, received.append, lambda queue: None, no_ack=True)
+    transport.publish(b"kept", {}, exchange=exchange, routing_key="task.sent")
+    wait_until(connection, lambda: received)
+    assert [d.body for d in received] == [b"kept"]
+
+
+@pytest.mark.broker
+def test_an_isolated_declare_refused_leaves_the_connection_usable(broker_url, unique_queue):
+    """amqp only: memory:// does not model exclusive queues. A worker whose node name is taken must get an
+    error for its mailbox and go on working (Celery's worker warns and runs without remote control)."""
+    transport = AmqpTransport(broker_url)
+    holder, other = transport.connection(), transport.connection()
+    holder.connect()
+    other.connect()
+    try:
+        # The exclusive queue goes with its connection: it is never handed to unique_queue for deletion.
+        mailbox, tasks = f"minicelery-mailbox-{uuid.uuid4().hex[:12]}", unique_queue()
+        spec = QueueSpec(mailbox, exchange="", durable=False, auto_delete=True, exclusive=True)
+        holder.declare(spec, isolated=True)
+        with pytest.raises(OperationalError) as refused:
+            other.declare(spec, isolated=True)
+        assert refused.value.reason is not None and refused.value.reason.startswith("405")
+        assert other.is_open
+        received = consumed(other, tasks)  # the main channel is untouched
+        other.publish(b"still here", {}, routing_key=tasks)
+        wait_until(other, lambda: received)
+        other.ack(received[0].delivery_tag)
+        other.declare(QueueSpec(unique_queue(), exchange="", durable=False, auto_delete=True),
+                      isolated=True)  # a new side channel
+    finally:
+        holder.close()
+        other.close()
+        transport.close()

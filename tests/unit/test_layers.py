@@ -20,10 +20,12 @@ LAYERS = {
     "canvas": 3, "chord": 3, "canvas_send": 3, "resultset": 3, "followup": 3, "builtin_tasks": 3,
     "amqp": 4, "memory": 4, "backends": 4, "brokers": 4, "filesystem": 4,
     "app": 5, "shared": 5,
+    # remote control and monitoring events: the wire format, the events, the client (app.control)
+    "pidbox": 2, "exchanges": 2, "monitor": 3, "control": 5,
     # beside the app: the optional beat subsystem (the core never imports it)
     "crontab_parser": 5, "schedules": 5, "beat_store": 5, "beat": 5,
     "worker": 6,
-    "cli": 7, "embedded": 7, "demo": 7, "__main__": 7, "testing": 7, "__init__": 8,
+    "cli": 7, "cli_control": 7, "embedded": 7, "demo": 7, "__main__": 7, "testing": 7, "__init__": 8,
     # the embedded AMQP broker: a package of its own beside the layers (it imports nothing of minicelery,
     # and only the command line imports it: test_only_the_command_line_imports_the_broker...)
     "broker": 0,
@@ -183,6 +185,8 @@ def code_lines(path: Path) -> int:
 OPTIONAL_BUDGETS = {
     "canvas": (("canvas", "chord", "canvas_send", "followup", "builtin_tasks", "resultset", "filesystem"), 950),
     "beat": (("periodic", "crontab_parser", "schedules", "beat", "beat_store"), 800),
+    "control": (("pidbox", "monitor", "control", "cli_control", "worker.control", "worker.remote",
+                 "worker.inspect", "worker.revoked", "exchanges"), 900),
 }
 
 
