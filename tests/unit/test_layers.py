@@ -198,8 +198,8 @@ def test_line_budget():
     package was to come under 4,579, its size before the transport seam (issue 9). The seam itself
     shrank what it rewrote (amqp and worker, without the job queue and pika's private paths), but the
     memory transport, ``testing``, issue 10's message checks and compression, and the canvas and beat
-    hooks in the core and the worker's own event loop (``amqp/loop.py``) add more: 5,208 lines (core
-    3,597) on 6 Dec 2026. Getting under 4,579 is open.
+    hooks in the core, the control/events hooks and the worker's own event loop (``amqp/loop.py``) add
+    more: 5,379 lines (core 3,665) on 6 Dec 2026. Getting under 4,579 is open.
     """
     # the embedded broker is an optional subsystem with its own budget (test_broker_line_budget)
     counts = {module_name(p): code_lines(p) for p in all_modules() if module_name(p).split(".")[0] not in BROKER}
@@ -207,8 +207,8 @@ def test_line_budget():
         used = sum(counts.pop(name, 0) for name in modules)
         assert used <= budget, f"the {subsystem} subsystem has {used} lines of code (budget {budget})"
     core = sum(n for name, n in counts.items() if not name.startswith(("worker.", "cli", "__main__")))
-    assert core <= 3600, f"the core has {core} lines of code"
-    assert sum(counts.values()) <= 5210, f"the package has {sum(counts.values())} lines of code"
+    assert core <= 3670, f"the core has {core} lines of code"
+    assert sum(counts.values()) <= 5380, f"the package has {sum(counts.values())} lines of code"
 
 
 def test_broker_line_budget():
