@@ -75,7 +75,17 @@ def test_peeked_fields_match_what_pika_encoded(props, body):
     assert message.header == header
 
 
-@given(properties, table_strategy.filter(lambda t: all(not isinstance(v, float) for v in t.values())))
+def _has_float(value: object) -> bool:
+    """Whether a float sits anywhere in a header value: pika decodes a double as an int, and an infinite
+    one not at all, so this check, which decodes with pika, leaves them out."""
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    return isinstance(value, list | tuple) and any(_has_float(v) for v in value)
+
+
+@given(properties, table_strategy.filter(lambda t: not _has_float(t)))
 def test_rewrite_changes_only_headers_and_expiration(props, new_headers):
     header = pika.frame.Header(1, 3, props).marshal()[7:-1]
     rewritten = content.rewrite(header, tables.encode_table(new_headers), drop_expiration=True)
