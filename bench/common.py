@@ -39,6 +39,12 @@ def pika_parameters() -> Any:
     return pika.ConnectionParameters(credentials=pika.PlainCredentials("guest", "guest"), **PIKA_SETTINGS)
 
 
+def worker_args() -> list[str]:
+    """Extra options for the minicelery workers the benchmarks start (``BENCH_WORKER_ARGS``, e.g. ``-E``
+    to measure with task events on)."""
+    return os.environ.get("BENCH_WORKER_ARGS", "").split()
+
+
 def unique_queue(what: str) -> str:
     """A queue name no other run (nor another engineer's benchmark) uses."""
     return f"bench.{what}.{os.getpid()}.{uuid.uuid4().hex[:8]}"

@@ -28,7 +28,17 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import BENCH_DIR, Admin, bench_env, median, retrying, run_json, stop_process, unique_queue  # noqa: E402
+from common import (  # noqa: E402
+    BENCH_DIR,
+    Admin,
+    bench_env,
+    median,
+    retrying,
+    run_json,
+    stop_process,
+    unique_queue,
+    worker_args,
+)
 
 POLL_INTERVAL = 0.01
 #: Seconds a worker is left running after the queue looks empty, before its warm shutdown.
@@ -39,7 +49,7 @@ def _consumer_command(label: str, queue: str, count: int, python: str,
                       comparison: str | None) -> tuple[list[str], dict[str, str]]:
     if label == "minicelery":
         return ([python, "-m", "minicelery", "-A", "bench_tasks", "worker", "-c", "2", "-Q", queue,
-                 "-l", "WARNING"], bench_env(BENCH_BACKEND=""))
+                 "-l", "WARNING", *worker_args()], bench_env(BENCH_BACKEND=""))
     if label == "pika (ack each)":
         return [python, "pika_consumer.py", queue, str(count), "--batch", "1"], bench_env()
     if label == "pika (ack x4)":

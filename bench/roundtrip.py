@@ -37,6 +37,7 @@ from common import (  # noqa: E402
     run_json,
     stop_process,
     unique_queue,
+    worker_args,
 )
 
 # -- helpers run in their own processes ----------------------------------------------------------------
@@ -121,7 +122,7 @@ def _server_command(label: str, queue: str, python: str, comparison: str | None)
         return [python, os.path.abspath(__file__), "pika-server", "--queue", queue], bench_env()
     if label == "minicelery":
         return ([python, "-m", "minicelery", "-A", "bench_tasks", "worker", "-c", "2", "-Q", queue,
-                 "-l", "WARNING"], bench_env(BENCH_BACKEND="rpc://"))
+                 "-l", "WARNING", *worker_args()], bench_env(BENCH_BACKEND="rpc://"))
     assert comparison is not None
     return ([comparison, "-m", "celery", "-A", "bench_tasks", "worker", "-c", "2", "-Q", queue, "-l",
              "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
