@@ -59,15 +59,16 @@ HARD_ERRORS = frozenset({CONNECTION_FORCED, FRAME_ERROR, SYNTAX_ERROR, COMMAND_I
 class AMQPError(Exception):
     """A protocol error to answer with ``Channel.Close`` or ``Connection.Close`` (never raised to the loop).
 
-    ``text`` is the detail; the reply text sent is RabbitMQ's ``NAME - detail``. ``class_id``/``method_id``
-    name the method that failed (0 when none did).
+    ``text`` is the detail; the reply text sent is RabbitMQ's ``NAME - detail``, cut to the 255 bytes of
+    an AMQP short string (a long queue name makes a longer text). ``class_id``/``method_id`` name the
+    method that failed (0 when none did).
     """
 
     def __init__(self, code: int, text: str, class_id: int = 0, method_id: int = 0,
                  connection: bool | None = None) -> None:
         super().__init__(f"{REPLY_NAMES.get(code, str(code))} - {text}")
         self.code, self.class_id, self.method_id = code, class_id, method_id
-        self.reply_text = str(self)
+        self.reply_text = str(self).encode()[:255].decode(errors="ignore")
         self.connection = code in HARD_ERRORS if connection is None else connection
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pika
 import pytest
-from broker_admin import BROKER_URL, delete_queues, plain_connection
+from broker_admin import BROKER_URL, PORT, delete_queues, plain_connection
 from cli_support import WorkerProcess, run_cli
 
 from minicelery import Celery
@@ -77,7 +77,7 @@ def test_inspect_ping_stats_registered_and_the_mailbox_is_exclusive(names, worke
     body = json.loads(stats.stdout)[names.node]
     assert set(body) == {"total", "pid", "clock", "uptime", "pool", "broker", "prefetch_count", "rusage"}
     assert body["pid"] == worker.pid and body["pool"]["max-concurrency"] == 1
-    assert body["broker"]["hostname"] == "127.0.0.1" and body["broker"]["port"] == 5672
+    assert body["broker"]["hostname"] == "127.0.0.1" and body["broker"]["port"] == PORT
     registered = names.cli("inspect", "registered", "-d", names.node)
     assert "    * ctasks.add\n" in registered.stdout and "    * ctasks.sleepy\n" in registered.stdout
     ghost = names.cli("inspect", "ping", "-d", "ghost@nowhere")
