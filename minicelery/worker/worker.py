@@ -124,7 +124,6 @@ class Worker:
         try:
             if self.handle_signals:
                 self.shutdown.install()
-            conf = self.app.conf
             connection = open_transport(conf.broker_read_url or conf.broker_url, conf).connection(
                 heartbeat=self.heartbeat)
             self.consumer = Consumer(self.app, self.pool, connection, self.shutdown, hostname=self.hostname,
