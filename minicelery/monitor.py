@@ -5,22 +5,26 @@ made ``.`` (``worker.heartbeat``, ``task.succeeded``), transient, with the heade
 event carries, in Celery's order, ``hostname``, ``utcoffset`` (hours *west* of UTC), ``pid``, ``clock``
 (the sender's Lamport clock, forwarded once per event), its own fields, ``timestamp`` and ``type``: a
 worker event without ``type`` makes every Celery 5 worker on the exchange crash, so :func:`event` is the
-only way one is built. The :class:`EventDispatcher` buffers events and publishes them when the worker
-flushes its results, on the same connection, in the same loop turn.
+only way one is built. The :class:`EventDispatcher` buffers events until the worker's loop flushes
+them on its own connection: worker events at once, one by one; task events as Celery's workers send
+them, JSON arrays of up to :data:`MULTI_LIMIT` with the routing key ``task.multi``, once an array is
+full or its oldest event has waited :data:`BUFFER_TIME`. A task has three events to tell, and a busy
+worker many tasks per second: one message for eight tasks instead of three per task is what keeps
+events from costing the task path (``docs/performance.md``, "Task events").
 
 Celery's counterpart is ``celery.events.dispatcher.EventDispatcher`` and ``celery.events.event``; left
-out: ``task.multi`` arrays (single events are accepted by every receiver) and the Redis fanout variant.
-A client sends ``task-sent`` (:func:`task_sent`) when ``task_send_sent_event`` is set.
+out: the Redis fanout variant. A client sends ``task-sent`` (:func:`task_sent`) when
+``task_send_sent_event`` is set.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import platform
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 from . import serialization
@@ -28,13 +32,20 @@ from .clock import LamportClock
 from .transport import Connection
 
 __all__ = ["event", "routing_key", "utcoffset", "worker_fields", "EventDispatcher", "SW_IDENT",
-           "HEARTBEAT_FREQ", "task_sent"]
+           "HEARTBEAT_FREQ", "MULTI_LIMIT", "BUFFER_TIME", "task_sent"]
 
 #: What ``sw_ident`` says (Flower shows it; Celery checks nothing).
 SW_IDENT = "py-minicelery"
 
 #: Seconds between two ``worker-heartbeat`` events (Celery's ``--heartbeat-interval`` default).
 HEARTBEAT_FREQ = 2.0
+
+#: The most task events one ``task.multi`` array carries (Celery's dispatcher flushes its buffer at 24).
+MULTI_LIMIT = 24
+
+#: Seconds a task event may wait for others to share its message (Celery's waits for the next loop turn;
+#: a monitor does not see the difference, a worker running thousands of tasks a second does).
+BUFFER_TIME = 0.1
 
 
 def utcoffset() -> float:
@@ -84,48 +95,64 @@ class EventDispatcher:
         exchange: the event exchange (``event_exchange``).
         clock: the Lamport clock to forward for each event.
         serializer: ``event_serializer`` (json).
-        on_publish: called with nothing after each flush that published (tests count them).
     """
 
     def __init__(self, hostname: str, *, exchange: str = "celeryev", clock: LamportClock | None = None,
-                 serializer: str = "json", on_publish: Callable[[], None] | None = None) -> None:
+                 serializer: str = "json") -> None:
         self.hostname, self.exchange, self.serializer = hostname, exchange, serializer
         self.clock = clock or LamportClock()
         self.pid = os.getpid()
         self.offset = utcoffset()
         self._buffer: list[dict[str, Any]] = []
+        self._due: float | None = None  # when the buffer must leave (monotonic); None while it is empty
         self._declared_on: Connection | None = None
-        self._on_publish = on_publish
 
     def __len__(self) -> int:
         return len(self._buffer)
 
     def send(self, event_type: str, **fields: Any) -> dict[str, Any]:
-        """Queue one event for the next :meth:`flush` and return it."""
+        """Queue one event for a :meth:`flush` and return it."""
         built = event(event_type, hostname=self.hostname, clock=self.clock.forward(), pid=self.pid,
                       offset=self.offset, **fields)
         self._buffer.append(built)
+        now = time.monotonic()
+        if not event_type.startswith("task-") or len(self._buffer) >= MULTI_LIMIT:
+            self._due = now
+        elif self._due is None:
+            self._due = now + BUFFER_TIME
         return built
 
+    def due(self) -> float | None:
+        """The monotonic time by which the buffer should be flushed, or None when it is empty."""
+        return self._due
+
     def flush(self, connection: Connection) -> None:
-        """Publish every queued event on ``connection`` (declaring the topic exchange once per connection).
+        """Publish every queued event on ``connection`` (declaring the topic exchange once per connection):
+        in the order they were sent, consecutive task events in ``task.multi`` arrays, worker events one
+        by one.
 
         The buffer is emptied first: an event that cannot travel is lost rather than blocking the others
         (events are a live view, never a record)."""
         if not self._buffer:
             return
-        events, self._buffer = self._buffer, []
+        events, self._buffer, self._due = self._buffer, [], None
         if self._declared_on is not connection or not connection.is_open:
             connection.declare_exchange(self.exchange, "topic", durable=True)
             self._declared_on = connection
-        for item in events:
-            content_type, encoding, body = serialization.dumps(item, self.serializer)
-            properties = {"content_type": content_type, "content_encoding": encoding, "delivery_mode": 1,
-                          "priority": 0, "headers": {"hostname": self.hostname}}
-            key = routing_key(item["type"])
-            connection.publish(body, properties, exchange=self.exchange, routing_key=key)
-        if self._on_publish is not None:
-            self._on_publish()
+        for are_tasks, group in itertools.groupby(events, key=lambda item: item["type"].startswith("task-")):
+            run = list(group)
+            if are_tasks:
+                for start in range(0, len(run), MULTI_LIMIT):
+                    self._publish(connection, run[start:start + MULTI_LIMIT], "task.multi")
+            else:
+                for item in run:
+                    self._publish(connection, item, routing_key(item["type"]))
+
+    def _publish(self, connection: Connection, body: Any, key: str) -> None:
+        content_type, encoding, data = serialization.dumps(body, self.serializer)
+        properties = {"content_type": content_type, "content_encoding": encoding, "delivery_mode": 1,
+                      "priority": 0, "headers": {"hostname": self.hostname}}
+        connection.publish(data, properties, exchange=self.exchange, routing_key=key)
 
     def forget_connection(self) -> None:
         """The connection was replaced: declare the exchange again on the next one."""

@@ -130,9 +130,11 @@ class Consumer:
             self.dispatch.submit_accepted()
 
     def _timeout(self) -> float:
-        """How long the next wait may last: until the next ETA or time limit, at most ``LOOP_INTERVAL``."""
+        """How long the next wait may last: until the next ETA, time limit or event flush, at most
+        ``LOOP_INTERVAL``."""
         requests = self.dispatch.requests
-        deadlines = [d for d in (requests.next_due(), self.pool.next_deadline()) if d is not None]
+        control = self.control.next_deadline() if self.control is not None else None
+        deadlines = [d for d in (requests.next_due(), self.pool.next_deadline(), control) if d is not None]
         return max(0.0, min([LOOP_INTERVAL, *(d - time.monotonic() for d in deadlines)]))
 
     # -- connecting -------------------------------------------------------------------------------------

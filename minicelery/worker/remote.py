@@ -3,11 +3,12 @@
 :class:`Remote` is the consumer's one hook for both. On each new connection it declares the
 ``celery.pidbox`` fanout exchange and the worker's exclusive mailbox queue and consumes it without
 acknowledgement (a request is for now or never). Each loop turn it answers the requests that arrived
-(:mod:`minicelery.worker.control` holds the commands), sends a ``worker-heartbeat`` every two seconds, and
-its events leave with the turn's results. Nothing here runs on another thread, and nothing a client
-sends can stop the worker: a malformed request is logged and dropped, a failing command answers
-``{"error": repr(exc)}``. Celery's counterpart is ``celery.worker.pidbox.Pidbox`` with kombu's
-``Node.dispatch``, and the consumer's ``Events`` and ``Heart`` steps.
+(:mod:`minicelery.worker.control` holds the commands) and sends a ``worker-heartbeat`` every two
+seconds; its events leave after the turn's results once they are due (``monitor.EventDispatcher``).
+Nothing here runs on another thread, and nothing a client sends can stop the worker: a malformed
+request is logged and dropped, a failing command answers ``{"error": repr(exc)}``. Celery's
+counterpart is ``celery.worker.pidbox.Pidbox`` with kombu's ``Node.dispatch``, and the consumer's
+``Events`` and ``Heart`` steps.
 """
 
 from __future__ import annotations
@@ -98,15 +99,24 @@ class Remote:
             self.send_heartbeat(wakeup=False)
 
     def flush(self, connection: Connection) -> None:
-        """Publish the events of this turn (after the results)."""
-        if len(self.events):
+        """Publish the events that are due (after the results of the turn)."""
+        due = self.events.due()
+        if due is not None and due <= time.monotonic():
             self.events.flush(connection)
 
+    def next_deadline(self) -> float | None:
+        """When the loop must turn again for this object: buffered events or a heartbeat falling due."""
+        deadlines = [d for d in (self.events.due(), self._next_heartbeat if self.heartbeats else None)
+                     if d is not None]
+        return min(deadlines, default=None)
+
     def stopped(self, connection: Connection) -> None:
-        """The worker is going away: say ``worker-offline`` (best effort: the broker may be gone)."""
-        if not (self.heartbeats and self._online) or not connection.is_open:
+        """The worker is going away: send the events still buffered and say ``worker-offline`` (best
+        effort: the broker may be gone)."""
+        if not connection.is_open:
             return
-        self.events.send("worker-offline", **self._worker_fields())
+        if self.heartbeats and self._online:
+            self.events.send("worker-offline", **self._worker_fields())
         self.events.flush(connection)
         connection.wait(0)
 

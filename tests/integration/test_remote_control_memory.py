@@ -85,9 +85,15 @@ class EventTap:
                 assert delivery.properties["content_type"] == "application/json"
                 assert delivery.properties["delivery_mode"] == 1
                 body = json.loads(delivery.body)
-                assert delivery.properties["headers"]["hostname"] == body["hostname"]
-                assert delivery.routing_key == body["type"].replace("-", ".")
-                self.events.append(body)
+                if isinstance(body, list):  # task events travel in arrays, as a Celery worker's do
+                    assert delivery.routing_key == "task.multi"
+                    assert body and all(event["type"].startswith("task-") for event in body)
+                else:
+                    assert delivery.routing_key == body["type"].replace("-", ".")
+                    body = [body]
+                for event in body:
+                    assert delivery.properties["headers"]["hostname"] == event["hostname"]
+                self.events.extend(body)
             self.arrived.clear()
         return self.events
 

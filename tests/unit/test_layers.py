@@ -186,7 +186,7 @@ OPTIONAL_BUDGETS = {
     "canvas": (("canvas", "chord", "canvas_send", "followup", "builtin_tasks", "resultset", "filesystem"), 950),
     "beat": (("periodic", "crontab_parser", "schedules", "beat", "beat_store"), 800),
     "control": (("pidbox", "monitor", "control", "cli_control", "worker.control", "worker.remote",
-                 "worker.inspect", "worker.revoked", "exchanges"), 900),
+                 "worker.inspect", "worker.revoked", "exchanges"), 920),
 }
 
 

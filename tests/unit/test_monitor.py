@@ -9,7 +9,15 @@ import uuid
 
 from minicelery.clock import LamportClock
 from minicelery.memory import MemoryTransport
-from minicelery.monitor import EventDispatcher, event, routing_key, utcoffset, worker_fields
+from minicelery.monitor import (
+    BUFFER_TIME,
+    MULTI_LIMIT,
+    EventDispatcher,
+    event,
+    routing_key,
+    utcoffset,
+    worker_fields,
+)
 from minicelery.transport import QueueSpec
 
 
@@ -39,25 +47,92 @@ def test_worker_fields_and_the_wakeup_variant():
     assert list(worker_fields(freq=5, version="0.1.0")) == ["freq", "sw_ident", "sw_ver", "sw_sys"]
 
 
-def test_the_dispatcher_publishes_transient_json_with_the_hostname_header():
+def _tapped(routing_key: str) -> tuple[object, list]:
+    """A connection on a fresh ``memory://`` broker with a queue bound to the event exchange."""
     transport = MemoryTransport(f"memory://monitor-{uuid.uuid4().hex}")
     connection = transport.connection()
     connection.connect()
-    got = []
-    connection.declare(QueueSpec("tap", exchange="celeryev", exchange_type="topic", routing_key="task.#"))
+    got: list = []
+    connection.declare(QueueSpec("tap", exchange="celeryev", exchange_type="topic", routing_key=routing_key))
     connection.consume("tap", got.append, lambda q: None, no_ack=True)
+    return connection, got
+
+
+def test_task_events_travel_as_a_task_multi_array_with_the_hostname_header():
+    connection, got = _tapped("task.#")
     clock = LamportClock(10)
     dispatcher = EventDispatcher("w@h", clock=clock)
+    dispatcher.send("task-received", uuid="u1")
     dispatcher.send("task-started", uuid="u1")
     dispatcher.send("worker-heartbeat", freq=2.0)  # not bound by task.#
-    assert len(dispatcher) == 2
+    assert len(dispatcher) == 3
     dispatcher.flush(connection)
     assert len(dispatcher) == 0
     connection.wait(0.5)
     [delivery] = got
     body = json.loads(delivery.body)
-    assert (delivery.routing_key, body["type"], body["uuid"], body["clock"]) == ("task.started", "task-started",
-                                                                                  "u1", 11)
+    assert delivery.routing_key == "task.multi"
+    assert [(e["type"], e["uuid"], e["clock"]) for e in body] == [("task-received", "u1", 11),
+                                                                  ("task-started", "u1", 12)]
     assert delivery.properties["headers"] == {"hostname": "w@h"}
     assert (delivery.properties["delivery_mode"], delivery.properties["content_type"]) == (1, "application/json")
+    connection.close()
+
+
+def test_a_task_multi_array_holds_at_most_multi_limit_events_in_order():
+    connection, got = _tapped("task.#")
+    dispatcher = EventDispatcher("w@h")
+    for number in range(2 * MULTI_LIMIT + 1):
+        dispatcher.send("task-succeeded", uuid=str(number))
+    dispatcher.flush(connection)
+    connection.wait(0.5)
+    arrays = [json.loads(delivery.body) for delivery in got]
+    assert [len(array) for array in arrays] == [MULTI_LIMIT, MULTI_LIMIT, 1]
+    assert [event["uuid"] for array in arrays for event in array] == [str(n) for n in range(2 * MULTI_LIMIT + 1)]
+    connection.close()
+
+
+def test_worker_events_travel_one_by_one_in_the_order_sent():
+    connection, got = _tapped("#")
+    dispatcher = EventDispatcher("w@h")
+    dispatcher.send("worker-online", freq=2.0)
+    dispatcher.send("task-received", uuid="u1")
+    dispatcher.send("worker-heartbeat", freq=2.0)
+    dispatcher.send("task-started", uuid="u1")
+    dispatcher.flush(connection)
+    connection.wait(0.5)
+    bodies = [json.loads(d.body) for d in got]
+    kinds = [[e["type"] for e in body] if isinstance(body, list) else body["type"] for body in bodies]
+    assert kinds == ["worker-online", ["task-received"], "worker-heartbeat", ["task-started"]]
+    assert [d.routing_key for d in got] == ["worker.online", "task.multi", "worker.heartbeat", "task.multi"]
+    connection.close()
+
+
+def test_task_events_wait_for_company_and_worker_events_do_not():
+    dispatcher = EventDispatcher("w@h")
+    assert dispatcher.due() is None
+    before = time.monotonic()
+    dispatcher.send("task-received", uuid="u1")
+    after = time.monotonic()
+    first_due = dispatcher.due()
+    assert first_due is not None and before + BUFFER_TIME <= first_due <= after + BUFFER_TIME
+    dispatcher.send("task-started", uuid="u1")
+    assert dispatcher.due() == first_due  # the oldest event sets the time
+    dispatcher.send("worker-heartbeat", freq=2.0)
+    due = dispatcher.due()
+    assert due is not None and due <= time.monotonic()
+
+
+def test_a_full_array_is_due_at_once_and_a_flush_empties_the_buffer():
+    connection, got = _tapped("task.#")
+    dispatcher = EventDispatcher("w@h")
+    for number in range(MULTI_LIMIT - 1):
+        dispatcher.send("task-started", uuid=str(number))
+    due = dispatcher.due()
+    assert due is not None and due > time.monotonic()
+    dispatcher.send("task-started", uuid="last")
+    due = dispatcher.due()
+    assert due is not None and due <= time.monotonic()
+    dispatcher.flush(connection)
+    assert (len(dispatcher), dispatcher.due()) == (0, None)
     connection.close()
