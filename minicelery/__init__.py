@@ -10,7 +10,7 @@ from . import states
 from ._state import current_app, current_task
 from .app import Celery
 from .canvas import Signature, chain, group, maybe_signature, signature, subtask
-from .chord import chord
+from .chords import chord
 from .exceptions import (
     ImproperlyConfigured,
     MaxRetriesExceededError,

@@ -17,7 +17,7 @@ LAYERS = {
     "config": 2, "censoring": 2, "registry": 2, "transport": 2, "fieldtable": 2, "serialization": 2, "protocol": 2,
     "message": 2, "compression": 2,
     "trace": 3, "task": 3, "result": 3, "sending": 3, "periodic": 3,
-    "canvas": 3, "chord": 3, "canvas_send": 3, "resultset": 3, "followup": 3, "builtin_tasks": 3,
+    "canvas": 3, "chords": 3, "canvas_send": 3, "resultset": 3, "followup": 3, "builtin_tasks": 3,
     "amqp": 4, "memory": 4, "backends": 4, "brokers": 4, "filesystem": 4,
     "app": 5, "shared": 5,
     # remote control and monitoring events: the wire format, the events, the client (app.control)
@@ -183,7 +183,7 @@ def code_lines(path: Path) -> int:
 
 #: Optional subsystems, each with a code-line budget of its own; they count in neither total below.
 OPTIONAL_BUDGETS = {
-    "canvas": (("canvas", "chord", "canvas_send", "followup", "builtin_tasks", "resultset", "filesystem"), 950),
+    "canvas": (("canvas", "chords", "canvas_send", "followup", "builtin_tasks", "resultset", "filesystem"), 950),
     "beat": (("periodic", "crontab_parser", "schedules", "beat", "beat_store"), 800),
     "control": (("pidbox", "monitor", "control", "cli_control", "worker.control", "worker.remote",
                  "worker.inspect", "worker.revoked", "exchanges"), 900),
