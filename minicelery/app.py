@@ -3,6 +3,9 @@
 Creating an app only creates a logical clock and a task registry, makes the app current and calls
 ``on_init()``; configuration is read on first use, tasks are built when touched or when the app
 finalizes, and the broker connection opens with the first message sent.
+Only that much is imported with the app, so that ``import minicelery; Celery('x')`` stays cheap (issue 9):
+sending (``sending.send`` and the message, the transport, uuids), results, remote control and monitoring
+are imported by the methods that first use them, as Celery's lazy attributes do.
 Two signals let a program hook in: ``on_after_configure`` (sent once the configuration is read) and
 ``on_after_finalize``; Celery users call ``add_periodic_task`` from them. Celery's counterpart is
 ``celery.app.base``; left out are loaders, fixups, the ``on_configure`` and ``on_after_fork`` signals,
@@ -11,6 +14,7 @@ and the canvas. ``app.control`` (remote control of workers) lives in ``control.p
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -18,25 +22,24 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from . import _state, monitor, periodic
-from .brokers import open_transport
+from . import _state, periodic
 from .clock import LamportClock
 from .config import Settings
-from .control import control_property
 from .exceptions import DuplicateTaskNameWarning, ImproperlyConfigured
 from .imports import config_module_from_envvar
 from .local import PromiseProxy
-from .message import SendOptions, TaskMessage
-from .pidbox import oid_from
 from .registry import TaskRegistry
-from .result import AsyncResult
-from .sending import complete, route
 from .signals import Signal
 from .task import Task, add_autoretry_behaviour
-from .transport import QueueSpec, Transport
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .control import Control
+    from .message import SendOptions
+    from .result import AsyncResult
+    from .transport import Transport
 
 __all__ = ["Celery"]
 
@@ -298,13 +301,20 @@ class Celery:
                                                       "__doc__": base.__doc__, **attrs})
         return self.__dict__[key]
 
-    control = control_property  # app.control.ping(), .revoke(), .inspect()... (control.py)
+    @functools.cached_property
+    def control(self) -> Control:
+        """Remote control of the workers: ``app.control.ping()``, ``.revoke()``, ``.inspect()``..."""
+        from .control import Control
+
+        return Control(self)
 
     # -- sending ----------------------------------------------------------------------------------
 
     @property
     def oid(self) -> str:
         """A uuid-like id of this app in this process."""
+        from .pidbox import oid_from
+
         return oid_from(self, "process")
 
     @property
@@ -315,6 +325,8 @@ class Celery:
             local.__dict__.clear()
             local.pid = os.getpid()
         if not hasattr(local, "thread_oid"):
+            from .pidbox import oid_from
+
             local.thread_oid = oid_from(self, threading.get_ident())
         return local.thread_oid
 
@@ -333,6 +345,8 @@ class Celery:
         if self._broker is None:
             with self._lock:
                 if self._broker is None:
+                    from .brokers import open_transport
+
                     conf = self.conf
                     self._broker = open_transport(conf.broker_write_url or conf.broker_url, conf)
         return self._broker
@@ -343,7 +357,7 @@ class Celery:
         if self._backend is None:
             with self._lock:
                 if self._backend is None:
-                    from .backends import backend_for  # deferred like the broker
+                    from .backends import backend_for
 
                     self._backend = backend_for(self)
         return self._backend
@@ -356,34 +370,17 @@ class Celery:
         ``routing_key``, ``exchange``, ``priority``, ``headers``, ``serializer``, ``ignore_result``,
         ``retries``, ``time_limit``, ``soft_time_limit``, ``reply_to``, ``shadow``, ``root_id``,
         ``parent_id``; or ``options``, a ready :class:`~minicelery.message.SendOptions` (what
-        ``Task.apply_async`` passes), but not both.
+        ``Task.apply_async`` passes), but not both. The steps are in :func:`.sending.send`.
         """
-        if options is None:
-            options = SendOptions.from_call(call_options)
-        elif call_options:
-            raise TypeError(f"send_task() takes options= or keyword options, not both: "
-                            f"{sorted(call_options)}")
-        conf = self.conf
-        own_queue = self.reply_queue
-        parent = _state.get_current_task()
-        options = complete(options, conf, reply_queue=own_queue,
-                           parent=parent.request if parent is not None else None)
-        now = self.now() if options.needs_clock else None
-        message = TaskMessage.create(name, args, kwargs, options, now)
-        exchange, routing_key, queue = route(conf, name, options)
-        if not options.ignore_result and message.reply_to == own_queue:
-            # Only our own queue, never a reply_to passed through (a retry sent for another client).
-            self.backend.prepare(own_queue)
-        envelope = message.encode()
-        self.broker.publish(envelope.body, envelope.properties, exchange=exchange, routing_key=routing_key,
-                            declare=(QueueSpec(queue),) if queue is not None else ())
-        if conf.task_send_sent_event:  # monitoring: Celery's task-sent event (monitor.py)
-            monitor.task_sent(self, message, queue, exchange, routing_key)
-        return self.AsyncResult(message.id, task_name=name, ignored=bool(options.ignore_result))
+        from .sending import send
 
-    @property
+        return send(self, name, args, kwargs, options, call_options)
+
+    @functools.cached_property
     def AsyncResult(self) -> type[AsyncResult]:  # noqa: N802 - Celery's name
-        """``AsyncResult`` bound to this app."""
+        """``AsyncResult`` bound to this app (made once, as Celery's cached property)."""
+        from .result import AsyncResult
+
         return self._bound_class("AsyncResult", AsyncResult, app=self)
 
     # -- worker -----------------------------------------------------------------------------------

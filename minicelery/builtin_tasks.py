@@ -15,6 +15,10 @@
 Celery's counterpart is ``celery.app.builtins``; left out are ``celery.chunks`` (Celery's client sends
 chunks as ``celery.starmap`` messages) and ``celery.backend_cleanup``. minicelery's own client has no
 ``map``/``starmap``/``chunks`` primitives: the tasks are here so that a Celery client's work runs.
+
+Registering the tasks (``import minicelery`` connects ``add_builtin_tasks`` to every app's finalize)
+needs only their names and options; what they run (the canvas, its follow-up, the results of several
+tasks) is imported when one of them first runs, so that an app that never meets a canvas never loads it.
 """
 
 from __future__ import annotations
@@ -23,11 +27,8 @@ import logging
 import traceback as tb
 from typing import Any
 
-from . import _state, protocol, states
-from .canvas_send import send
+from . import _state, states
 from .exceptions import ChordError
-from .followup import bind_app, call_errbacks, check_signature, failure_targets, store_result_meta
-from .resultset import result_from_tuple
 
 __all__ = ["add_builtin_tasks"]
 
@@ -52,11 +53,15 @@ def add_builtin_tasks(app: Any) -> None:
 
     @app.task(name="celery.map", shared=False, lazy=False)
     def xmap(task: Any, it: Any) -> list[Any]:
+        from .followup import check_signature
+
         run = check_signature(task, "celery.map task").type
         return [run(item) for item in it]
 
     @app.task(name="celery.starmap", shared=False, lazy=False)
     def xstarmap(task: Any, it: Any) -> list[Any]:
+        from .followup import check_signature
+
         run = check_signature(task, "celery.starmap task").type
         return [run(*item) for item in it]
 
@@ -74,6 +79,10 @@ def _add_name_only(app: Any, kind: str) -> None:
 
 def _unlock_chord(task: Any, group_id: str, body: Any, interval: float | None, max_retries: int | None,
                   result: Any) -> None:
+    from .canvas_send import send
+    from .followup import bind_app, check_signature
+    from .resultset import result_from_tuple
+
     app = task.app
     body = bind_app(check_signature(body, "celery.chord_unlock body"), app)
     header = [result_from_tuple(item, app) for item in result or ()]
@@ -94,6 +103,9 @@ def _unlock_chord(task: Any, group_id: str, body: Any, interval: float | None, m
 
 def _fail_body(app: Any, task: Any, body: Any, error: ChordError) -> None:
     """Store ``error`` as the FAILURE of the body (every task id it holds) and call its errbacks."""
+    from . import protocol
+    from .followup import call_errbacks, check_signature, failure_targets, store_result_meta
+
     trace = "".join(tb.format_exception(type(error), error, None))
     request = task.request
     for target in failure_targets(body):

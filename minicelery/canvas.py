@@ -2,7 +2,7 @@
 
 A :class:`Signature` is a dict with Celery's six keys (``task``, ``args``, ``kwargs``, ``options``,
 ``subtask_type``, ``immutable``), so it travels inside a task message's embed exactly as Celery's does.
-``chain`` and ``group`` (and ``chord``, in :mod:`.chord`) are signatures too, told apart by
+``chain`` and ``group`` (and ``chord``, in :mod:`.chords`) are signatures too, told apart by
 ``subtask_type``; :func:`signature` turns a dict back into the right class. Sending them
 (``apply_async``) lives in :mod:`.canvas_send`, so this module holds only the data and the ``|``
 algebra. Celery's counterpart is ``celery.canvas``; left out are ``map``/``starmap``/``chunks``,
@@ -332,7 +332,7 @@ class group(Signature):  # noqa: N801 - Celery's name
         return f"group(({', '.join(repr(t) for t in self.tasks)}))"
 
 
-Signature.TYPES.update({None: Signature, "chain": _chain, "group": group})  # chord.py adds "chord"
+Signature.TYPES.update({None: Signature, "chain": _chain, "group": group})  # chords.py adds "chord"
 
 
 def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from .canvas import Signature, _chain, group
-from .chord import _chord
+from .chords import _chord
 from .message import new_task_id
 from .resultset import GroupResult
 

@@ -10,6 +10,7 @@ the source even when a source is loaded after the first read (Celery drops them)
 the environment overrides and derived defaults (Celery: attribute reads only); ``repr()`` does not load;
 no ``deprecated_settings`` key; every URL's password is masked. Left out: ``add_defaults``,
 ``find_option``, deprecation warnings for old setting names. See docs/configuration.md.
+The censoring (and the URL parsing it uses) is imported by the printed forms, on first use (issue 9).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 from types import MappingProxyType
 from typing import Any, cast
 
-from .censoring import censor, pretty
 from .defaults import DEFAULTS, NEW_TO_OLD, OLD_TO_NEW, SETTINGS
 from .exceptions import ImproperlyConfigured
 from .imports import import_object
@@ -338,12 +338,16 @@ class Settings:
         Keys starting with ``_`` and names of dict methods are left out; ``censored`` masks secrets
         (see :func:`censor`).
         """
+        from .censoring import censor
+
         table = {key: self._read(key) for key in self._keys(with_defaults)
                  if not (isinstance(key, str) and (key.startswith("_") or key in _DICT_MEMBERS))}
         return censor(table) if censored else table
 
     def humanize(self, with_defaults: bool = False, censored: bool = True) -> str:
         """The table as text, one ``key: value`` per line, in Celery's format."""
+        from .censoring import pretty
+
         return "\n".join(f"{key}: {pretty(value)}"
                          for key, value in self.table(with_defaults, censored).items())
 

@@ -12,7 +12,6 @@ its own (``app.broker.connection()``), opened and closed around it. Celery's cou
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from . import pidbox, serialization
 from .transport import Delivery
 
-__all__ = ["Control", "Inspect", "control_property"]
+__all__ = ["Control", "Inspect"]
 
 #: Seconds to wait for the next reply, Celery's default for the CLI, ``inspect()`` and ``broadcast``.
 DEFAULT_TIMEOUT = 1.0
@@ -235,7 +234,3 @@ class _Call:
         except Exception:  # noqa: BLE001 - a reply that cannot be read is no reply
             return None
         return reply if isinstance(reply, dict) else None
-
-
-#: ``app.control``: made on first use, one per app.
-control_property = functools.cached_property(Control)

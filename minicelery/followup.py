@@ -25,7 +25,7 @@ from typing import Any
 from . import protocol, serialization, states
 from .canvas import Signature, _chain, group, signature
 from .canvas_send import apply, send
-from .chord import _chord
+from .chords import _chord
 from .exceptions import InvalidTaskError
 from .task import Context
 from .trace import Outcome

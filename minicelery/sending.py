@@ -1,4 +1,6 @@
-"""What the app adds to a call's ``SendOptions`` before sending, and where the message goes.
+"""How ``app.send_task`` sends (:func:`send`): what the app adds to a call's ``SendOptions``, where the
+message goes, the publish. The app imports this module with its first message, and with it the message
+and its serializers (issue 9: creating an app and defining tasks load none of them).
 
 Routing follows Celery for the cases minicelery supports: an explicit ``queue=``, then ``task_routes``
 (a dict or list of dicts keyed by task name or glob pattern, each giving ``{'queue': ...}``), then
@@ -14,11 +16,43 @@ import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
+from . import _state
 from .config import Settings
 from .exceptions import ImproperlyConfigured
-from .message import SendOptions
+from .message import SendOptions, TaskMessage
+from .transport import QueueSpec
 
-__all__ = ["complete", "route"]
+__all__ = ["send", "complete", "route"]
+
+
+def send(app: Any, name: str, args: Any, kwargs: Any, options: SendOptions | None,
+         call_options: Mapping[str, Any]) -> Any:
+    """``app.send_task``: complete the options, build and route the message, make sure a reply can come
+    back, publish, and return the app's ``AsyncResult`` for it."""
+    if options is None:
+        options = SendOptions.from_call(call_options)
+    elif call_options:
+        raise TypeError(f"send_task() takes options= or keyword options, not both: "
+                        f"{sorted(call_options)}")
+    conf = app.conf
+    own_queue = app.reply_queue
+    parent = _state.get_current_task()
+    options = complete(options, conf, reply_queue=own_queue,
+                       parent=parent.request if parent is not None else None)
+    now = app.now() if options.needs_clock else None
+    message = TaskMessage.create(name, args, kwargs, options, now)
+    exchange, routing_key, queue = route(conf, name, options)
+    if not options.ignore_result and message.reply_to == own_queue:
+        # Only our own queue, never a reply_to passed through (a retry sent for another client).
+        app.backend.prepare(own_queue)
+    envelope = message.encode()
+    app.broker.publish(envelope.body, envelope.properties, exchange=exchange, routing_key=routing_key,
+                       declare=(QueueSpec(queue),) if queue is not None else ())
+    if conf.task_send_sent_event:  # monitoring (optional): Celery's task-sent event, loaded when enabled
+        from .monitor import task_sent
+
+        task_sent(app, message, queue, exchange, routing_key)
+    return app.AsyncResult(message.id, task_name=name, ignored=bool(options.ignore_result))
 
 
 def complete(options: SendOptions, conf: Settings, *, reply_queue: str,

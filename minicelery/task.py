@@ -4,7 +4,8 @@ A task is a singleton instance of a class made for one function. Calling it runs
 ``delay``/``apply_async`` send a message; ``apply`` runs it through the tracer like a worker would;
 ``retry`` re-sends it from inside a run; ``s()``/``si()``/``signature()`` make a signature for the canvas
 (:mod:`.canvas`). Celery's counterpart is ``celery.app.task``; left out are ``map``/``starmap``/``chunks``,
-``replace``, rate limits and ``update_state`` from inside a worker child.
+``replace``, rate limits and ``update_state`` from inside a worker child. Defining a task loads neither
+the message, the tracer nor the results: the methods that need them import them (issue 9).
 """
 
 from __future__ import annotations
@@ -14,12 +15,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from . import _state, states, trace
+from . import _state, states
 from .exceptions import ImproperlyConfigured, MaxRetriesExceededError, Retry
 from .local import LocalStack
-from .message import SendOptions, new_task_id
-from .protocol import read_time_limit
-from .result import EagerResult
 
 __all__ = ["Task", "Context"]
 
@@ -142,6 +140,8 @@ class Task:
         Raises:
             ImproperlyConfigured: a negative or non-numeric time limit (0 means no limit, as in Celery).
         """
+        from .protocol import read_time_limit
+
         cls._app = app
         conf = app.conf
         for attr, key in _FROM_CONFIG:
@@ -217,6 +217,8 @@ class Task:
         ``exchange``, ``priority``, ``headers``, ``serializer``, ``ignore_result``, ``time_limit``,
         ``soft_time_limit``, ``retries``, ``reply_to``.
         """
+        from .message import SendOptions
+
         # A list stays a list, as in Celery, where it shows in the message as argsrepr '[1, 2]' (beat sends
         # lists); any other iterable becomes a tuple.
         args = args if isinstance(args, (list, tuple)) else tuple(args or ())
@@ -228,7 +230,7 @@ class Task:
             self.check_arguments(*args, **kwargs)
         app = self.app
         if app.conf.task_always_eager:
-            return self.apply(args, kwargs, task_id=task_id or new_task_id(), **options)
+            return self.apply(args, kwargs, task_id=task_id, **options)
         return app.send_task(self.name, args, kwargs, options=send_options)
 
     def check_arguments(self, *args: Any, **kwargs: Any) -> None:
@@ -236,7 +238,9 @@ class Task:
         cls = type(self)
         check = cls.__dict__.get("_signature_check")
         if check is None:  # built once per task class; a bound run() already hides `self`
-            check = trace.signature_checker(self.run)
+            from .trace import signature_checker
+
+            check = signature_checker(self.run)
             cls._signature_check = staticmethod(check)
         check(*args, **kwargs)
 
@@ -247,8 +251,10 @@ class Task:
         The arguments go through the serializer first, as they would on the wire. Exceptions propagate
         when ``throw`` is true (default: ``task_eager_propagates``).
         """
+        from . import message, result, trace
+
         app = self.app
-        task_id = task_id or new_task_id()
+        task_id = task_id or message.new_task_id()
         args, kwargs = trace.round_trip(args or (), kwargs or {},
                                         options.get("serializer") or self.serializer or "json")
         throw = app.conf.task_eager_propagates if throw is None else throw
@@ -261,7 +267,7 @@ class Task:
             follow_eager(self, {**request, "args": args, "kwargs": kwargs}, outcome, options)
         if throw and outcome.state == states.FAILURE:
             raise outcome.value
-        return EagerResult(task_id, outcome.value, outcome.state, outcome.traceback, name=self.name)
+        return result.EagerResult(task_id, outcome.value, outcome.state, outcome.traceback, name=self.name)
 
     # -- canvas -------------------------------------------------------------------------------------
 
@@ -326,6 +332,8 @@ class Task:
         return retry
 
     def _resend(self, request: Context, args: Any, kwargs: Any, retries: int, **options: Any) -> None:
+        from .message import SendOptions
+
         delivery = request.delivery_info or {}
         hard, soft = request.timelimit or (None, None)
         same = {"root_id": request.root_id, "parent_id": request.id, "reply_to": request.reply_to,

@@ -14,7 +14,7 @@ from canvas_support import make_app
 import minicelery
 from minicelery import GroupResult, Signature, chain, chord, group, maybe_signature, signature
 from minicelery.canvas import _chain
-from minicelery.chord import _chord
+from minicelery.chords import _chord
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 ``chord([add.s(1, 1), add.s(2, 2)], tsum.s())`` is a signature like the others (``subtask_type``
 ``'chord'``); ``group | task`` and a group followed by a step in a chain become one. Applying it needs a
 result backend that can join results (``file://`` here), see :mod:`.canvas_send` and
-:mod:`.builtin_tasks`. Celery's counterpart is ``celery.canvas._chord``.
+:mod:`.builtin_tasks`. Celery's counterpart is ``celery.canvas._chord``. The module is ``chords``: importing
+a module named ``chord`` would set the package's ``chord``, the name that ``minicelery`` exports lazily.
 """
 
 from __future__ import annotations
