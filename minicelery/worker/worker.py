@@ -20,6 +20,9 @@ import socket
 import threading
 from typing import Any
 
+# The app imports sending and results when first used; children send tasks and read results, so they
+# come in here, once, before the children fork and share them.
+from .. import result, sending  # noqa: F401
 from ..brokers import open_transport
 from ..imports import import_object
 from .banner import banner
