@@ -72,13 +72,16 @@ class AMQPError(Exception):
         self.connection = code in HARD_ERRORS if connection is None else connection
 
 
-def split(buf: bytearray, frame_max: int) -> tuple[list[tuple[int, int, bytes]], int]:
+def split(buf: bytearray | memoryview, frame_max: int) -> tuple[list[tuple[int, int, bytes]], int]:
     """Cut the complete frames off the front of ``buf``: ``([(type, channel, payload)], bytes used)``.
+
+    Each payload is copied once, out of ``buf`` (a ``memoryview`` slice copies nothing until ``bytes``).
 
     Raises ``AMQPError(501)`` for a frame larger than ``frame_max``, a bad end byte or an unknown type;
     the frames before the bad one are returned in the error's ``frames`` attribute so they still count.
     """
     frames: list[tuple[int, int, bytes]] = []
+    view = memoryview(buf)
     offset, size = 0, len(buf)
     limit = frame_max - 8
     while size - offset >= 7:
@@ -94,7 +97,7 @@ def split(buf: bytearray, frame_max: int) -> tuple[list[tuple[int, int, bytes]],
             error = AMQPError(FRAME_ERROR, f"type {kind}, {{invalid_frame_end_marker,{buf[end]}}}")
             error.frames, error.consumed = frames, offset  # type: ignore[attr-defined]
             raise error
-        frames.append((kind, channel, bytes(buf[offset + 7:end])))
+        frames.append((kind, channel, bytes(view[offset + 7:end])))
         offset = end + 1
     return frames, offset
 
