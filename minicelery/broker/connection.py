@@ -4,7 +4,8 @@ States: ``header`` (waiting for ``AMQP 0-9-1``) → ``start`` (Start sent, waiti
 → ``open`` → ``running`` → ``closing`` (we sent Close: only Close/CloseOk count now) → ``closed``.
 Bytes are received straight into the connection's own buffer (``asyncio.BufferedProtocol``; a plain
 ``Protocol`` gets a fresh 256 KiB ``bytes`` per read, which the kernel maps and unmaps each time). Every
-frame of one read is handled before the replies leave in one ``transport.write``.
+frame of one read is handled, then the journal records it made are written and its replies leave in one
+``transport.write``: a read costs no callback and no extra loop iteration (docs/broker.md, "Performance").
 Nothing raises out of :meth:`Connection.buffer_updated`: protocol errors become a Channel.Close or a
 Connection.Close (RabbitMQ's codes and texts), anything unexpected a ``541 INTERNAL_ERROR`` for this
 connection alone. RabbitMQ's counterpart is ``rabbit_reader``.
@@ -100,6 +101,10 @@ class Connection(asyncio.BufferedProtocol):
         if self.state == "closed":
             self.filled = 0
             return
+        journal = self.vhost.journal
+        if journal is not None:
+            journal.start_read()
+        self._flush_scheduled = True  # what this read queues leaves in the flush at its end
         try:
             self._process()
         except AMQPError as exc:
@@ -107,6 +112,8 @@ class Connection(asyncio.BufferedProtocol):
         except Exception:  # noqa: BLE001 - one connection's bug must never stop the broker
             log.exception("connection %s: internal error", self.peer)
             self.close(AMQPError(INTERNAL_ERROR, "internal error", connection=True))
+        if journal is not None:
+            journal.end_read()
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:

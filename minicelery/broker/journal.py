@@ -88,6 +88,7 @@ class Journal:
         self.failed = False
         self.on_failure: Callable[[], None] | None = None  # the broker raises its resource alarm
         self._flush_scheduled = False
+        self._reading = False                         # a connection's read is being handled
         self._compacting = False
         self._sync_timer: asyncio.TimerHandle | None = None
 
@@ -190,8 +191,23 @@ class Journal:
         self.records.append(encode_record(payload))
         self._schedule()
 
+    # -- batching by read -----------------------------------------------------------------------------
+    def start_read(self) -> None:
+        """A connection starts handling what it read: its records wait for :meth:`end_read` instead of a
+        callback at the end of the loop turn (no extra loop iteration per read)."""
+        self._reading = True
+
+    def end_read(self) -> None:
+        """The read is handled: write its records now. A sync that confirms wait for still runs at the end
+        of the loop turn, so that the confirms of every connection read in that turn share it."""
+        self._reading = False
+        if self.waiters:
+            self._schedule()
+        elif self.records:
+            self.flush()
+
     def _schedule(self) -> None:
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and not self._reading:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._scheduled_flush)
 
