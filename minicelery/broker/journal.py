@@ -75,8 +75,7 @@ class Journal:
         self.sync_interval, self.segment_size, self.repair = sync_interval, segment_size, repair
         self.records: list[bytes | None] = []        # this turn's records, written at its end
         self.unwritten_p: dict[int, int] = {}         # entry id -> index in records
-        self.entries: dict[int, tuple[str, Entry]] = {}   # live journaled entries
-        self.segment_of: dict[int, int] = {}          # entry id -> segment number
+        self.entries: dict[int, tuple[str, Entry, int]] = {}   # live journaled entries: queue, entry, segment
         self.segment_entries: dict[int, set[int]] = {}
         self.sealed: list[int] = []
         self.active = 0
@@ -112,8 +111,7 @@ class Journal:
         paths = [self._path(n) for n in numbers]
         live = restore(vhost, definitions, replay_segments(paths, self.repair))
         for entry_id, (queue, entry, index) in live.items():
-            self.entries[entry_id] = (queue, entry)
-            self.segment_of[entry_id] = numbers[index]
+            self.entries[entry_id] = (queue, entry, numbers[index])
             self.segment_entries.setdefault(numbers[index], set()).add(entry_id)
         self.sealed = numbers
         for number in numbers:
@@ -161,16 +159,15 @@ class Journal:
         """Record a persistent message enqueued in a durable queue."""
         self.unwritten_p[entry.id] = len(self.records)
         self._record(publish_payload(entry, queue))
-        self.entries[entry.id] = (queue, entry)
-        self.segment_of[entry.id] = self.active
+        self.entries[entry.id] = (queue, entry, self.active)
         self.segment_entries[self.active].add(entry.id)
 
     def settle(self, entry_id: int) -> None:
         """Record that an entry's life is over (a P still unwritten is dropped instead)."""
-        if self.entries.pop(entry_id, None) is None:
+        live = self.entries.pop(entry_id, None)
+        if live is None:
             return
-        segment = self.segment_of.pop(entry_id)
-        self.segment_entries[segment].discard(entry_id)
+        self.segment_entries[live[2]].discard(entry_id)
         index = self.unwritten_p.pop(entry_id, None)
         if index is not None:
             self.records[index] = None
@@ -221,8 +218,9 @@ class Journal:
     def flush(self, *, sync: bool = False) -> None:
         """Write this turn's records in one ``os.write``; sync if a confirm waits (or ``sync``)."""
         self._flush_scheduled = False
-        records, self.records, self.unwritten_p = self.records, [], {}
-        data = b"".join(r for r in records if r is not None)
+        records, self.records = self.records, []
+        self.unwritten_p.clear()
+        data = b"".join(filter(None, records))
         ok = True
         try:
             if data:
@@ -232,10 +230,11 @@ class Journal:
         except OSError as exc:
             ok = False
             self._failed(exc)
-        waiters, self.waiters = self.waiters, set()
-        for channel in waiters:
-            channel.synced(ok)
-            channel.connection.flush()
+        if self.waiters:
+            waiters, self.waiters = self.waiters, set()
+            for channel in waiters:
+                channel.synced(ok)
+                channel.connection.flush()
         if self.active_size >= self.segment_size:
             self._rotate()
 
@@ -316,11 +315,11 @@ class Journal:
 
     def _copy_forward(self, segment: int, live: set[int]) -> None:
         for entry_id in sorted(live):
-            queue, entry = self.entries[entry_id]
+            queue, entry, _ = self.entries[entry_id]
             self.records.append(encode_record(publish_payload(entry, queue)))
             if entry.redelivered:
                 self.records.append(encode_record(b"D" + _ID.pack(entry_id)))
-            self.segment_of[entry_id] = self.active
+            self.entries[entry_id] = (queue, entry, self.active)
             self.segment_entries[self.active].add(entry_id)
         live.clear()
         self.flush(sync=True)  # the copies are on disk before the old segment goes
