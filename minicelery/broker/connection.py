@@ -135,13 +135,9 @@ class Connection(asyncio.BufferedProtocol):
 
     # -- output ---------------------------------------------------------------------------------------
     def send(self, frame: bytes) -> None:
-        """Queue one frame; it leaves with the others at the end of the loop turn."""
+        """Queue one frame (or several, joined); it leaves with the others at the end of the read or of the
+        loop turn."""
         self.out.append(frame)
-        self._schedule_flush()
-
-    def send_many(self, frames_: list[bytes]) -> None:
-        """Queue several frames (a delivery's method, header and bodies)."""
-        self.out.extend(frames_)
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
