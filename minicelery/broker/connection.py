@@ -5,7 +5,8 @@ States: ``header`` (waiting for ``AMQP 0-9-1``) → ``start`` (Start sent, waiti
 Bytes are received straight into the connection's own buffer (``asyncio.BufferedProtocol``; a plain
 ``Protocol`` gets a fresh 256 KiB ``bytes`` per read, which the kernel maps and unmaps each time). Every
 frame of one read is handled, then the journal records it made are written and its replies leave in one
-``transport.write``: a read costs no callback and no extra loop iteration (docs/broker.md, "Performance").
+``transport.write``: a read costs no callback and no extra loop iteration (docs/broker.md, "The broker's
+CPU per message").
 Nothing raises out of :meth:`Connection.buffer_updated`: protocol errors become a Channel.Close or a
 Connection.Close (RabbitMQ's codes and texts), anything unexpected a ``541 INTERNAL_ERROR`` for this
 connection alone. RabbitMQ's counterpart is ``rabbit_reader``.

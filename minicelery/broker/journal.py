@@ -4,10 +4,12 @@ Layout of the data directory: ``LOCK`` (``flock``: two brokers never share a dir
 (durable exchanges, queues, bindings; rewritten atomically on each change, a rare event) and
 ``journal/%08d.seg``. A record is ``u32 length | u32 crc32 | payload``; payloads are ``P`` (a persistent
 message enqueued in a durable queue), ``S`` (its entry settled: acked, dropped, purged, deleted) and ``D``
-(its first delivery, so ``redelivered`` survives a restart). Everything recorded in one loop turn leaves in
-one ``os.write`` at the end of the turn; ``fdatasync`` runs when a publisher confirm waits for it, or
-``sync_interval`` after the first unsynced record, or at shutdown — RabbitMQ's batching, with the same
-promise: a confirmed message is on disk; an unconfirmed one survives ``kill -9`` once its turn ended.
+(its first delivery, so ``redelivered`` survives a restart). Everything recorded while a connection's read
+is handled leaves in one ``os.write`` at the end of that read (records made outside a read, by a timer, at
+the end of the loop turn); ``fdatasync`` runs at the end of the loop turn when a publisher confirm waits
+for it (one sync for every connection read in that turn), or ``sync_interval`` after the first unsynced
+record, or at shutdown — RabbitMQ's batching, with the same promise: a confirmed message is on disk; an
+unconfirmed one survives ``kill -9`` once its turn ended.
 A P settled before its batch was written is dropped with its S (it never touches the disk).
 Compaction: sealed segments without live entries are deleted oldest first; when sealed segments hold more
 than :data:`COMPACT_FACTOR` segments' worth and the oldest is under half live, its live records are copied
