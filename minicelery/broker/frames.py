@@ -149,6 +149,6 @@ def _content_parts(channel: int, header: bytes, body: bytes, frame_max: int) -> 
     parts = [_FRAME_HEADER.pack(HEADER, channel, len(header)), header, FRAME_END_BYTE]
     step = frame_max - 8
     for start in range(0, len(body), step):
-        piece = body[start:start + step] if len(body) > step else body
+        piece = body[start:start + step]
         parts += (_FRAME_HEADER.pack(BODY, channel, len(piece)), piece, FRAME_END_BYTE)
     return parts

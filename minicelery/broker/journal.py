@@ -75,7 +75,7 @@ class Journal:
         self.directory = os.path.abspath(directory)
         self.segments_dir = os.path.join(self.directory, "journal")
         self.sync_interval, self.segment_size, self.repair = sync_interval, segment_size, repair
-        self.records: list[bytes | None] = []        # this turn's records, written at its end
+        self.records: list[bytes | None] = []        # this read's (or turn's) records, written at its end
         self.unwritten_p: dict[int, int] = {}         # entry id -> index in records
         self.entries: dict[int, tuple[str, Entry, int]] = {}   # live journaled entries: queue, entry, segment
         self.segment_entries: dict[int, set[int]] = {}
@@ -218,7 +218,8 @@ class Journal:
 
     # -- writing --------------------------------------------------------------------------------------
     def flush(self, *, sync: bool = False) -> None:
-        """Write this turn's records in one ``os.write``; sync if a confirm waits (or ``sync``)."""
+        """Write the records of this read (or turn) in one ``os.write``; sync if a confirm waits (or
+        ``sync``)."""
         self._flush_scheduled = False
         records, self.records = self.records, []
         self.unwritten_p.clear()
