@@ -27,7 +27,7 @@ from .frames import (
     UNEXPECTED_FRAME,
     AMQPError,
     content_frames,
-    deliver_frame,
+    delivery,
     method_frame,
 )
 from .queue import Consumer, Entry, Queue
@@ -117,8 +117,8 @@ class Channel:
         self.connection.published()
         routed, needs_sync, refused = self.vhost.publish(message)
         if not routed and publish.mandatory:
-            self.connection.send_many([method_frame(self.number, spec.Basic.Return(
-                NO_ROUTE, "NO_ROUTE", publish.exchange, publish.routing_key))]
+            self.connection.send(method_frame(self.number, spec.Basic.Return(
+                NO_ROUTE, "NO_ROUTE", publish.exchange, publish.routing_key))
                 + content_frames(self.number, header, body, self.connection.frame_max))
         if self.confirming:
             self.publish_seq += 1
@@ -164,10 +164,9 @@ class Channel:
         tag = self.next_tag
         self.next_tag += 1
         message = entry.message
-        frames = content_frames(self.number, message.header, message.body, self.connection.frame_max)
-        frames.insert(0, deliver_frame(self.number, consumer.tag.encode(), tag, entry.redelivered,
-                                       message.exchange.encode(), message.routing_key.encode()))
-        self.connection.send_many(frames)
+        self.connection.send(delivery(self.number, consumer.wire_tag, tag, entry.redelivered,
+                                      message.exchange.encode(), message.routing_key.encode(), message.header,
+                                      message.body, self.connection.frame_max))
         self._delivered(consumer.queue, entry, consumer, consumer.no_ack, tag)
 
     def _delivered(self, queue: Queue, entry: Entry, consumer: Consumer | None, no_ack: bool,
@@ -192,8 +191,8 @@ class Channel:
         tag = self.next_tag
         self.next_tag += 1
         message = entry.message
-        self.connection.send_many([method_frame(self.number, spec.Basic.GetOk(
-            tag, entry.redelivered, message.exchange, message.routing_key, queue.ready))]
+        self.connection.send(method_frame(self.number, spec.Basic.GetOk(
+            tag, entry.redelivered, message.exchange, message.routing_key, queue.ready))
             + content_frames(self.number, message.header, message.body, self.connection.frame_max))
         self._delivered(queue, entry, None, method.no_ack, tag)
 

@@ -2,8 +2,12 @@
 
 States: ``header`` (waiting for ``AMQP 0-9-1``) → ``start`` (Start sent, waiting for StartOk) → ``tune``
 → ``open`` → ``running`` → ``closing`` (we sent Close: only Close/CloseOk count now) → ``closed``.
-Every frame of one ``data_received`` is handled before the replies leave in one ``transport.write``.
-Nothing raises out of :meth:`Connection.data_received`: protocol errors become a Channel.Close or a
+Bytes are received straight into the connection's own buffer (``asyncio.BufferedProtocol``; a plain
+``Protocol`` gets a fresh 256 KiB ``bytes`` per read, which the kernel maps and unmaps each time). Every
+frame of one read is handled, then the journal records it made are written and its replies leave in one
+``transport.write``: a read costs no callback and no extra loop iteration (docs/broker.md, "The broker's
+CPU per message").
+Nothing raises out of :meth:`Connection.buffer_updated`: protocol errors become a Channel.Close or a
 Connection.Close (RabbitMQ's codes and texts), anything unexpected a ``541 INTERNAL_ERROR`` for this
 connection alone. RabbitMQ's counterpart is ``rabbit_reader``.
 """
@@ -38,17 +42,19 @@ log = logging.getLogger("minicelery.broker")
 
 CLOSE_OK_TIMEOUT = 2.0
 WRITE_BUFFER_HIGH = 4 << 20
+READ_BUFFER = 16 << 10  #: the read buffer's first size; it doubles while one frame does not fit
 _CHANNEL_OPEN, _CHANNEL_CLOSE, _CHANNEL_CLOSE_OK = (spec.Channel.Open.INDEX, spec.Channel.Close.INDEX,
                                                    spec.Channel.CloseOk.INDEX)
 _IGNORED = (spec.Connection.CloseOk, spec.Connection.Blocked, spec.Connection.Unblocked)
 
 
-class Connection(asyncio.Protocol):
+class Connection(asyncio.BufferedProtocol):
     """The server side of one AMQP connection."""
 
     def __init__(self, server: Broker) -> None:
         self.server, self.vhost, config = server, server.vhost, server.config
-        self.buf = bytearray()
+        self.buf = bytearray(READ_BUFFER)
+        self.filled = 0  # bytes at the start of ``buf`` received and not yet handled (a partial frame)
         self.state = "header"
         self.channels: dict[int, Channel] = {}
         self.closing_channels: set[int] = set()
@@ -63,7 +69,7 @@ class Connection(asyncio.Protocol):
         self.last_publish = 0.0
         self._flush_scheduled = False
 
-    # -- asyncio.Protocol -----------------------------------------------------------------------------
+    # -- asyncio.BufferedProtocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """A client connected: remember its address (or refuse it above the connection limit)."""
         assert isinstance(transport, asyncio.Transport)
@@ -81,12 +87,25 @@ class Connection(asyncio.Protocol):
         # consumer's dispatch all the time); prefetch alone does not bound a no_ack consumer
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
 
-    def data_received(self, data: bytes) -> None:
-        """Handle every complete frame received, then write the replies in one go."""
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the next read goes: the free end of ``buf``, which doubles when a partial frame fills it
+        (so it never exceeds twice ``frame_max``)."""
+        if self.filled == len(self.buf):
+            self.buf = self.buf + bytes(len(self.buf))
+        return memoryview(self.buf)[self.filled:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Handle every complete frame received, keep a partial one at the front, then write the replies in
+        one go."""
         self.last_recv = time.monotonic()
+        self.filled += nbytes
         if self.state == "closed":
+            self.filled = 0
             return
-        self.buf += data
+        journal = self.vhost.journal
+        if journal is not None:
+            journal.start_read()
+        self._flush_scheduled = True  # what this read queues leaves in the flush at its end
         try:
             self._process()
         except AMQPError as exc:
@@ -94,6 +113,8 @@ class Connection(asyncio.Protocol):
         except Exception:  # noqa: BLE001 - one connection's bug must never stop the broker
             log.exception("connection %s: internal error", self.peer)
             self.close(AMQPError(INTERNAL_ERROR, "internal error", connection=True))
+        if journal is not None:
+            journal.end_read()
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -115,13 +136,9 @@ class Connection(asyncio.Protocol):
 
     # -- output ---------------------------------------------------------------------------------------
     def send(self, frame: bytes) -> None:
-        """Queue one frame; it leaves with the others at the end of the loop turn."""
+        """Queue one frame (or several, joined); it leaves with the others at the end of the read or of the
+        loop turn."""
         self.out.append(frame)
-        self._schedule_flush()
-
-    def send_many(self, frames_: list[bytes]) -> None:
-        """Queue several frames (a delivery's method, header and bodies)."""
-        self.out.extend(frames_)
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -140,9 +157,10 @@ class Connection(asyncio.Protocol):
     # -- input ----------------------------------------------------------------------------------------
     def _process(self) -> None:
         if self.state == "header":
-            if len(self.buf) < 8:
+            if self.filled < 8:
                 return
-            header, self.buf = bytes(self.buf[:8]), self.buf[8:]
+            header = bytes(self.buf[:8])
+            self._consume(8)
             if header != frames.PROTOCOL_HEADER:
                 self._reject_header()
                 return
@@ -150,10 +168,10 @@ class Connection(asyncio.Protocol):
             self.state = "start"
         error = None
         try:
-            found, used = frames.split(self.buf, self.frame_max)
+            found, used = frames.split(memoryview(self.buf)[:self.filled], self.frame_max)
         except AMQPError as exc:
             found, used, error = exc.frames, exc.consumed, exc  # type: ignore[attr-defined]
-        del self.buf[:used]
+        self._consume(used)
         for kind, number, payload in found:
             if self.state == "closed":
                 return
@@ -165,6 +183,16 @@ class Connection(asyncio.Protocol):
                 self._channel_error(number, exc)
         if error is not None:
             raise error
+
+    def _consume(self, used: int) -> None:
+        """Drop ``used`` bytes from the front of ``buf``; what follows (a partial frame) moves to the front.
+
+        asyncio holds a view of ``buf`` during a read: it may be written to, not resized.
+        """
+        rest = self.filled - used
+        if rest and used:
+            self.buf[:rest] = self.buf[used:self.filled]
+        self.filled = rest
 
     def _reject_header(self) -> None:
         assert self.transport is not None

@@ -72,13 +72,16 @@ class AMQPError(Exception):
         self.connection = code in HARD_ERRORS if connection is None else connection
 
 
-def split(buf: bytearray, frame_max: int) -> tuple[list[tuple[int, int, bytes]], int]:
+def split(buf: bytearray | memoryview, frame_max: int) -> tuple[list[tuple[int, int, bytes]], int]:
     """Cut the complete frames off the front of ``buf``: ``([(type, channel, payload)], bytes used)``.
+
+    Each payload is copied once, out of ``buf`` (a ``memoryview`` slice copies nothing until ``bytes``).
 
     Raises ``AMQPError(501)`` for a frame larger than ``frame_max``, a bad end byte or an unknown type;
     the frames before the bad one are returned in the error's ``frames`` attribute so they still count.
     """
     frames: list[tuple[int, int, bytes]] = []
+    view = memoryview(buf)
     offset, size = 0, len(buf)
     limit = frame_max - 8
     while size - offset >= 7:
@@ -94,7 +97,7 @@ def split(buf: bytearray, frame_max: int) -> tuple[list[tuple[int, int, bytes]],
             error = AMQPError(FRAME_ERROR, f"type {kind}, {{invalid_frame_end_marker,{buf[end]}}}")
             error.frames, error.consumed = frames, offset  # type: ignore[attr-defined]
             raise error
-        frames.append((kind, channel, bytes(buf[offset + 7:end])))
+        frames.append((kind, channel, bytes(view[offset + 7:end])))
         offset = end + 1
     return frames, offset
 
@@ -120,22 +123,32 @@ _DELIVER_HEAD = struct.Struct(">BHIHH")
 _TAG_FLAG = struct.Struct(">QB")
 
 
-def deliver_frame(channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool,
-                  exchange: bytes, routing_key: bytes) -> bytes:
-    """``Basic.Deliver`` by hand: the hot path's most frequent frame (3x faster than pika's marshal)."""
-    args = b"".join((bytes((len(consumer_tag),)), consumer_tag, _TAG_FLAG.pack(delivery_tag, redelivered),
-                     bytes((len(exchange),)), exchange, bytes((len(routing_key),)), routing_key))
-    return _DELIVER_HEAD.pack(METHOD, channel, len(args) + 4, 60, 60) + args + FRAME_END_BYTE
+def delivery(channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool, exchange: bytes,
+             routing_key: bytes, header: bytes, body: bytes, frame_max: int) -> bytes:
+    """``Basic.Deliver`` (by hand: 3x faster than pika's marshal) and the content frames, as one ``bytes``.
+
+    The hot path's most frequent output: built in one ``join``, so the content is copied once.
+    """
+    size = 4 + 1 + len(consumer_tag) + 9 + 1 + len(exchange) + 1 + len(routing_key)
+    parts = [_DELIVER_HEAD.pack(METHOD, channel, size, 60, 60), bytes((len(consumer_tag),)), consumer_tag,
+             _TAG_FLAG.pack(delivery_tag, redelivered), bytes((len(exchange),)), exchange,
+             bytes((len(routing_key),)), routing_key, FRAME_END_BYTE]
+    parts += _content_parts(channel, header, body, frame_max)
+    return b"".join(parts)
 
 
-def content_frames(channel: int, header: bytes, body: bytes, frame_max: int) -> list[bytes]:
+def content_frames(channel: int, header: bytes, body: bytes, frame_max: int) -> bytes:
     """The header frame (the raw payload as received) and the body split into frames of ``frame_max - 8``.
 
     A zero-length body has no body frame: the message ends at its header (as pika and py-amqp send it).
     """
-    frames = [_FRAME_HEADER.pack(HEADER, channel, len(header)) + header + FRAME_END_BYTE]
+    return b"".join(_content_parts(channel, header, body, frame_max))
+
+
+def _content_parts(channel: int, header: bytes, body: bytes, frame_max: int) -> list[bytes]:
+    parts = [_FRAME_HEADER.pack(HEADER, channel, len(header)), header, FRAME_END_BYTE]
     step = frame_max - 8
     for start in range(0, len(body), step):
         piece = body[start:start + step]
-        frames.append(_FRAME_HEADER.pack(BODY, channel, len(piece)) + piece + FRAME_END_BYTE)
-    return frames
+        parts += (_FRAME_HEADER.pack(BODY, channel, len(piece)), piece, FRAME_END_BYTE)
+    return parts

@@ -4,10 +4,12 @@ Layout of the data directory: ``LOCK`` (``flock``: two brokers never share a dir
 (durable exchanges, queues, bindings; rewritten atomically on each change, a rare event) and
 ``journal/%08d.seg``. A record is ``u32 length | u32 crc32 | payload``; payloads are ``P`` (a persistent
 message enqueued in a durable queue), ``S`` (its entry settled: acked, dropped, purged, deleted) and ``D``
-(its first delivery, so ``redelivered`` survives a restart). Everything recorded in one loop turn leaves in
-one ``os.write`` at the end of the turn; ``fdatasync`` runs when a publisher confirm waits for it, or
-``sync_interval`` after the first unsynced record, or at shutdown — RabbitMQ's batching, with the same
-promise: a confirmed message is on disk; an unconfirmed one survives ``kill -9`` once its turn ended.
+(its first delivery, so ``redelivered`` survives a restart). Everything recorded while a connection's read
+is handled leaves in one ``os.write`` at the end of that read (records made outside a read, by a timer, at
+the end of the loop turn); ``fdatasync`` runs at the end of the loop turn when a publisher confirm waits
+for it (one sync for every connection read in that turn), or ``sync_interval`` after the first unsynced
+record, or at shutdown — RabbitMQ's batching, with the same promise: a confirmed message is on disk; an
+unconfirmed one survives ``kill -9`` once its turn ended.
 A P settled before its batch was written is dropped with its S (it never touches the disk).
 Compaction: sealed segments without live entries are deleted oldest first; when sealed segments hold more
 than :data:`COMPACT_FACTOR` segments' worth and the oldest is under half live, its live records are copied
@@ -73,10 +75,9 @@ class Journal:
         self.directory = os.path.abspath(directory)
         self.segments_dir = os.path.join(self.directory, "journal")
         self.sync_interval, self.segment_size, self.repair = sync_interval, segment_size, repair
-        self.records: list[bytes | None] = []        # this turn's records, written at its end
+        self.records: list[bytes | None] = []        # this read's (or turn's) records, written at its end
         self.unwritten_p: dict[int, int] = {}         # entry id -> index in records
-        self.entries: dict[int, tuple[str, Entry]] = {}   # live journaled entries
-        self.segment_of: dict[int, int] = {}          # entry id -> segment number
+        self.entries: dict[int, tuple[str, Entry, int]] = {}   # live journaled entries: queue, entry, segment
         self.segment_entries: dict[int, set[int]] = {}
         self.sealed: list[int] = []
         self.active = 0
@@ -88,6 +89,7 @@ class Journal:
         self.failed = False
         self.on_failure: Callable[[], None] | None = None  # the broker raises its resource alarm
         self._flush_scheduled = False
+        self._reading = False                         # a connection's read is being handled
         self._compacting = False
         self._sync_timer: asyncio.TimerHandle | None = None
 
@@ -111,8 +113,7 @@ class Journal:
         paths = [self._path(n) for n in numbers]
         live = restore(vhost, definitions, replay_segments(paths, self.repair))
         for entry_id, (queue, entry, index) in live.items():
-            self.entries[entry_id] = (queue, entry)
-            self.segment_of[entry_id] = numbers[index]
+            self.entries[entry_id] = (queue, entry, numbers[index])
             self.segment_entries.setdefault(numbers[index], set()).add(entry_id)
         self.sealed = numbers
         for number in numbers:
@@ -160,16 +161,15 @@ class Journal:
         """Record a persistent message enqueued in a durable queue."""
         self.unwritten_p[entry.id] = len(self.records)
         self._record(publish_payload(entry, queue))
-        self.entries[entry.id] = (queue, entry)
-        self.segment_of[entry.id] = self.active
+        self.entries[entry.id] = (queue, entry, self.active)
         self.segment_entries[self.active].add(entry.id)
 
     def settle(self, entry_id: int) -> None:
         """Record that an entry's life is over (a P still unwritten is dropped instead)."""
-        if self.entries.pop(entry_id, None) is None:
+        live = self.entries.pop(entry_id, None)
+        if live is None:
             return
-        segment = self.segment_of.pop(entry_id)
-        self.segment_entries[segment].discard(entry_id)
+        self.segment_entries[live[2]].discard(entry_id)
         index = self.unwritten_p.pop(entry_id, None)
         if index is not None:
             self.records[index] = None
@@ -190,8 +190,23 @@ class Journal:
         self.records.append(encode_record(payload))
         self._schedule()
 
+    # -- batching by read -----------------------------------------------------------------------------
+    def start_read(self) -> None:
+        """A connection starts handling what it read: its records wait for :meth:`end_read` instead of a
+        callback at the end of the loop turn (no extra loop iteration per read)."""
+        self._reading = True
+
+    def end_read(self) -> None:
+        """The read is handled: write its records now. A sync that confirms wait for still runs at the end
+        of the loop turn, so that the confirms of every connection read in that turn share it."""
+        self._reading = False
+        if self.waiters:
+            self._schedule()
+        elif self.records:
+            self.flush()
+
     def _schedule(self) -> None:
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and not self._reading:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._scheduled_flush)
 
@@ -203,10 +218,12 @@ class Journal:
 
     # -- writing --------------------------------------------------------------------------------------
     def flush(self, *, sync: bool = False) -> None:
-        """Write this turn's records in one ``os.write``; sync if a confirm waits (or ``sync``)."""
+        """Write the records of this read (or turn) in one ``os.write``; sync if a confirm waits (or
+        ``sync``)."""
         self._flush_scheduled = False
-        records, self.records, self.unwritten_p = self.records, [], {}
-        data = b"".join(r for r in records if r is not None)
+        records, self.records = self.records, []
+        self.unwritten_p.clear()
+        data = b"".join(filter(None, records))
         ok = True
         try:
             if data:
@@ -216,10 +233,11 @@ class Journal:
         except OSError as exc:
             ok = False
             self._failed(exc)
-        waiters, self.waiters = self.waiters, set()
-        for channel in waiters:
-            channel.synced(ok)
-            channel.connection.flush()
+        if self.waiters:
+            waiters, self.waiters = self.waiters, set()
+            for channel in waiters:
+                channel.synced(ok)
+                channel.connection.flush()
         if self.active_size >= self.segment_size:
             self._rotate()
 
@@ -300,11 +318,11 @@ class Journal:
 
     def _copy_forward(self, segment: int, live: set[int]) -> None:
         for entry_id in sorted(live):
-            queue, entry = self.entries[entry_id]
+            queue, entry, _ = self.entries[entry_id]
             self.records.append(encode_record(publish_payload(entry, queue)))
             if entry.redelivered:
                 self.records.append(encode_record(b"D" + _ID.pack(entry_id)))
-            self.segment_of[entry_id] = self.active
+            self.entries[entry_id] = (queue, entry, self.active)
             self.segment_entries[self.active].add(entry_id)
         live.clear()
         self.flush(sync=True)  # the copies are on disk before the old segment goes

@@ -83,11 +83,12 @@ class ReadyList:
 class Consumer:
     """A ``Basic.Consume`` subscription: a channel receiving a queue's messages."""
 
-    __slots__ = ("tag", "channel", "queue", "no_ack", "exclusive", "limit", "unacked")
+    __slots__ = ("tag", "wire_tag", "channel", "queue", "no_ack", "exclusive", "limit", "unacked")
 
     def __init__(self, tag: str, channel: Channel, queue: Queue, no_ack: bool, exclusive: bool,
                  limit: int) -> None:
         self.tag, self.channel, self.queue = tag, channel, queue
+        self.wire_tag = tag.encode()  # as Basic.Deliver carries it
         self.no_ack, self.exclusive, self.limit = no_ack, exclusive, limit
         self.unacked = 0
 
