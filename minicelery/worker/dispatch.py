@@ -86,7 +86,8 @@ class Dispatcher:
         try:
             if not self.accepting:  # shutting down: a delivery already on its way goes back at once
                 return self.acks.reject(tag, requeue=True)
-            found = read_delivery(delivery, self.tasks, self.accept, self.generation, self.send_results)
+            found = read_delivery(delivery, self.tasks, self.accept, self.generation, self.send_results,
+                                  events=self.on_event is not None)
             if isinstance(found, Refusal):
                 return self._refuse(tag, found)
             logger.info("Task %s received", found.label)
@@ -155,13 +156,17 @@ class Dispatcher:
             hard, soft = request.limits(self.time_limits)
             track = bool(request.task.track_started and request.job.send_result)
             job = request.job
-            if self.on_event is not None:  # task-started needs the start, the outcome its description
-                job, track = dataclasses.replace(job, events=True), True
+            if self.on_event is not None and not job.events:  # received before task events were turned on
+                job = dataclasses.replace(job, events=True)
             self.pool.submit(job_id, job, soft_time_limit=soft, time_limit=hard,
                              report_start=track or hard is not None or soft is not None)
             self.requests.running[job_id] = request
             request.time_start = time.time()
             self.total[request.headers.task] += 1
+            if self.on_event is not None:
+                # A job goes only to an idle child, which starts it at once: task-started is said here
+                # rather than on the child's word, which would cost a message and a loop turn per task.
+                self.on_event("started", request, {})
 
     def terminate(self, task_ids: list[str], signum: int) -> list[str]:
         """Send ``signum`` to the children running any of ``task_ids``; return the ids found running.
@@ -199,8 +204,6 @@ class Dispatcher:
     def _started(self, request: Request | None, pid: int) -> None:
         if request is not None and request.task.track_started and request.job.send_result:
             self._reply(request, states.STARTED, {"pid": pid, "hostname": self.hostname})
-        if request is not None and self.on_event is not None:
-            self.on_event("started", request, {})
 
     def _done(self, request: Request, result: Any, runtime: float = 0.0) -> None:
         if not isinstance(result, JobResult):  # the handler itself broke: fail the task, keep going

@@ -92,8 +92,9 @@ class Refusal:
 
 
 def read_delivery(delivery: Delivery, tasks: TaskRegistry, accept: Any, generation: int,
-                  send_results: bool) -> Request | Refusal:
-    """Judge a delivery from its headers: the :class:`Request` to run, or the :class:`Refusal` to send."""
+                  send_results: bool, events: bool = False) -> Request | Refusal:
+    """Judge a delivery from its headers: the :class:`Request` to run, or the :class:`Refusal` to send
+    (``events``: task events are on, so the job's child describes its outcome for them)."""
     props = delivery.properties
     raw_headers = props.get("headers")
     try:
@@ -114,7 +115,7 @@ def read_delivery(delivery: Delivery, tasks: TaskRegistry, accept: Any, generati
     send_result = bool(send_results and headers.reply_to and not headers.ignore_result
                        and not task.ignore_result)
     job = Job(headers.task, headers.id, delivery.body, props.get("content_type"),
-              props.get("content_encoding"), _request_fields(delivery, headers), send_result)
+              props.get("content_encoding"), _request_fields(delivery, headers), send_result, events)
     return Request(delivery.delivery_tag, generation, headers, task, job)
 
 
