@@ -104,11 +104,16 @@ class Signature(dict):
 
     def clone(self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **opts: Any) -> Signature:
-        """A deep copy with ``args`` prepended and ``kwargs``/``opts`` merged (args ignored if immutable)."""
+        """A copy with ``args`` prepended and ``kwargs``/``opts`` merged (args ignored if immutable).
+
+        Options and keyword arguments are copied deeply: a chain's, group's or chord's members live in its
+        kwargs, and sending the copy freezes ids into them, which must not reach the original (a group sent
+        twice would send the same ids twice). Positional arguments stay the caller's values, as in Celery.
+        """
         merged_args, merged_kwargs, options = self._merge(args, kwargs, opts)
-        new = type(self)._from_dict(copy.deepcopy(dict(self)), app=getattr(self, "_app", None))
+        new = type(self)._from_dict({**self, "args": merged_args, "kwargs": copy.deepcopy(merged_kwargs),
+                                     "options": copy.deepcopy(options)}, app=getattr(self, "_app", None))
         new._type = getattr(self, "_type", None)
-        new["args"], new["kwargs"], new["options"] = merged_args, merged_kwargs, copy.deepcopy(options)
         return new
 
     def _merge(self, args: Iterable[Any] | None, kwargs: Mapping[str, Any] | None,

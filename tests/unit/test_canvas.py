@@ -62,6 +62,27 @@ def test_clone_prepends_args_unless_immutable(env):
     assert t["echo"].s(k=1).clone((), {"j": 2}).kwargs == {"k": 1, "j": 2}
 
 
+def test_a_clone_shares_no_members_or_options_with_its_original(env):
+    _, _, t = env
+    inner = t["add"].s(1, 1) | t["mul"].s(2)
+    original = group(inner, t["add"].s(2, 2).set(queue="q"))
+    copied = original.clone()
+    copied.tasks[0].tasks[0].options["task_id"] = "frozen-in-the-copy"
+    copied.tasks[1].options["queue"] = "other"
+    assert inner.tasks[0].options == {} and original.tasks[1].options == {"queue": "q"}
+
+
+def test_a_group_sent_twice_sends_new_ids_and_leaves_the_signature_as_it_was(env):
+    _, broker, t = env
+    g = group(t["add"].s(1, 1) | t["mul"].s(2), t["add"].s(2, 2))
+    before = json.dumps(g)
+    first, second = g.apply_async(), g.apply_async()
+    ids = [m.headers["id"] for m in broker.tasks()]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    assert not {r.id for r in first.results} & {r.id for r in second.results}
+    assert json.dumps(g) == before
+
+
 @pytest.mark.parametrize("build", [
     lambda t: t["add"].s(1, 2), lambda t: t["add"].si(1, 2), lambda t: t["add"].s(1) | t["mul"].s(3),
     lambda t: group(t["add"].s(1, 1), t["mul"].s(2, 2)), lambda t: chord([t["add"].s(1, 1)], t["tsum"].s()),
