@@ -139,8 +139,8 @@ class EventDispatcher:
         if self._declared_on is not connection or not connection.is_open:
             connection.declare_exchange(self.exchange, "topic", durable=True)
             self._declared_on = connection
-        for are_tasks, group in itertools.groupby(events, key=lambda item: item["type"].startswith("task-")):
-            run = list(group)
+        for are_tasks, same_kind in itertools.groupby(events, key=lambda item: item["type"].startswith("task-")):
+            run = list(same_kind)
             if are_tasks:
                 for start in range(0, len(run), MULTI_LIMIT):
                     self._publish(connection, run[start:start + MULTI_LIMIT], "task.multi")
