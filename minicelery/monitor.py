@@ -139,7 +139,7 @@ class EventDispatcher:
         if self._declared_on is not connection or not connection.is_open:
             connection.declare_exchange(self.exchange, "topic", durable=True)
             self._declared_on = connection
-        for are_tasks, same_kind in itertools.groupby(events, key=lambda item: item["type"].startswith("task-")):
+        for are_tasks, same_kind in itertools.groupby(events, key=_is_task_event):
             run = list(same_kind)
             if are_tasks:
                 for start in range(0, len(run), MULTI_LIMIT):
@@ -157,6 +157,10 @@ class EventDispatcher:
     def forget_connection(self) -> None:
         """The connection was replaced: declare the exchange again on the next one."""
         self._declared_on = None
+
+
+def _is_task_event(item: dict[str, Any]) -> bool:
+    return str(item["type"]).startswith("task-")
 
 
 def task_sent(app: Any, message: Any, queue: str | None, exchange: str, routing_key: str) -> None:
