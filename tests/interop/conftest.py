@@ -11,7 +11,8 @@ or without the ``celery`` package, the tests fail and say why.
   unique queue, waits until it says ``ready.``, and stops it (then deletes its queue) at teardown. When a
   test fails, the worker's output is added to the report.
 * ``mini_app`` / ``celery_app``: the client apps of ``mini_side.py`` and ``celery_side.py``; each test
-  module points them at its worker's queue with ``configure``.
+  module points them at its worker's queue with ``configure``. ``clients``: both, set back to their
+  defaults, for tests that only send.
 * ``fresh_celery_app``: a new Celery client app, for a reply queue that nobody has declared yet.
 """
 
@@ -234,6 +235,17 @@ def celery_app(broker_url: str) -> Iterator[Any]:
     reply_queue = celery_side.app.thread_oid
     celery_side.app.close()
     delete_queues(reply_queue)
+
+
+@pytest.fixture
+def clients(celery_app: Any, mini_app: Any) -> tuple[Any, Any]:
+    """Both client apps, with their defaults (nothing here reaches a worker)."""
+    import celery_side
+    import mini_side
+
+    celery_side.configure({})
+    mini_side.configure({})
+    return celery_app, mini_app
 
 
 @pytest.fixture

@@ -26,13 +26,6 @@ METHODS = {"gzip": "application/x-gzip", "bzip2": "application/x-bz2", "lzma": "
 ARGS, KWARGS = (2, "é"), {"z": [1, None], "text": "x" * 500}
 
 
-@pytest.fixture
-def clients(celery_app, mini_app):
-    celery_side.configure({})
-    mini_side.configure({})
-    return celery_app, mini_app
-
-
 @pytest.mark.parametrize("serializer", ["json", "msgpack"])
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_a_celery_clients_compressed_message_decodes_here(clients, unique_queue, pika_channel, method,

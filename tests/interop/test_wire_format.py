@@ -71,14 +71,6 @@ def this_origin() -> str:
     return f"gen{os.getpid()}@{socket.gethostname()}"
 
 
-@pytest.fixture
-def clients(celery_app, mini_app):
-    """Both client apps, with their defaults (nothing here reaches a worker)."""
-    celery_side.configure({})
-    mini_side.configure({})
-    return celery_app, mini_app
-
-
 # --- 2. A message sent by Celery, read by minicelery ---------------------------------------------------
 
 
