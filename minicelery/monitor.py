@@ -115,11 +115,10 @@ class EventDispatcher:
         built = event(event_type, hostname=self.hostname, clock=self.clock.forward(), pid=self.pid,
                       offset=self.offset, **fields)
         self._buffer.append(built)
-        now = time.monotonic()
         if not event_type.startswith("task-") or len(self._buffer) >= MULTI_LIMIT:
-            self._due = now
+            self._due = time.monotonic()
         elif self._due is None:
-            self._due = now + BUFFER_TIME
+            self._due = time.monotonic() + BUFFER_TIME
         return built
 
     def due(self) -> float | None:
