@@ -3,7 +3,8 @@ loop (:mod:`~minicelery.amqp.loop`), which is the one place where the worker's m
 
 pika runs its connection on any I/O loop it is given (``custom_ioloop``); ours also watches the pool's
 descriptor, so a delivery, a finished job, a heartbeat timer and a deadline all wake the same
-``select``. :meth:`AmqpConnection.wait` runs one step of the loop; pika's callbacks (deliveries,
+``select``, and the socket (:mod:`~minicelery.amqp.stream`) sends a step's frames together.
+:meth:`AmqpConnection.wait` runs one step of the loop; pika's callbacks (deliveries,
 cancels, closes) only record what happened. The protocol's synchronous verbs (declare, qos, consume)
 send their method and run steps until the broker's answer arrives. Everything goes through pika's
 public API.
@@ -22,6 +23,7 @@ from ..exceptions import OperationalError
 from ..transport import Delivery, QueueSpec
 from ..urls import mask_broker_url
 from .loop import Loop
+from .stream import LoopServices
 from .wire import DELIVERY_PROPERTIES, PIKA_ERRORS, Properties, declarations, operational_error, parameters
 
 __all__ = ["AmqpConnection"]
@@ -102,7 +104,7 @@ class AmqpConnection:
         try:
             self._connection = pika.SelectConnection(
                 self._params, on_open_error_callback=lambda _c, error: opened.append(error),
-                on_close_callback=self._on_connection_closed, custom_ioloop=loop)
+                on_close_callback=self._on_connection_closed, custom_ioloop=LoopServices(loop))
             while not (self._connection.is_open or opened):
                 _step(loop, STEP)
         except (*PIKA_ERRORS, OSError) as exc:

@@ -5,7 +5,9 @@ object with the ``AbstractSelectorIOLoop`` interface of ``pika.adapters.utils.se
 ``add_handler``, ``call_later``, ``add_callback``, ``start``/``stop``...). minicelery gives it this small
 one, so that the worker can run the loop one step at a time (:meth:`Loop.run_once`) with the pool's
 descriptor in the same selector: one ``select()`` wakes for a delivery, a finished job, a heartbeat
-timer or a deadline, and nothing is set up again between two waits.
+timer or a deadline, and nothing is set up again between two waits. Just before it waits, the loop runs
+what asked to go last in a step (:meth:`Loop.before_wait`): the connection's socket sends the step's
+frames there, in one system call (:mod:`minicelery.amqp.stream`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Loop:
         self._timers: list[tuple[float, int, _Timer]] = []
         self._order = itertools.count()
         self._callbacks: collections.deque[Callable[[], None]] = collections.deque()
+        self._before_wait: list[Callable[[], None]] = []
         # A pipe to wake a select() from another thread (pika resolves host names on a thread).
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -98,11 +101,20 @@ class Loop:
             os.close(fd)
         self._wake_r = self._wake_w = -1
 
+    def before_wait(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, the next time the loop is about to wait (from the loop's thread only)."""
+        self._before_wait.append(callback)
+
     # -- what the worker calls ----------------------------------------------------------------------
 
     def run_once(self, timeout: float | None) -> None:
-        """Wait up to ``timeout`` s (None: until something happens) or until the next timer, then run
-        the handlers of the ready descriptors, the due timers and the queued callbacks."""
+        """Run what waits for the loop to wait (:meth:`before_wait`), wait up to ``timeout`` s (None:
+        until something happens) or until the next timer, then run the handlers of the ready
+        descriptors, the due timers and the queued callbacks."""
+        if self._before_wait:
+            waiting, self._before_wait = self._before_wait, []
+            for callback in waiting:
+                callback()
         if self._callbacks:
             timeout = 0.0
         elif self._timers:

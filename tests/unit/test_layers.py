@@ -39,7 +39,7 @@ WHITELIST = {
 #: Third-party and heavy modules and the modules allowed to import each (pika: the amqp package).
 BROKER_PIKA = {"broker.frames", "broker.methods", "broker.channel", "broker.connection", "broker.vhost",
                "broker.handshake"}
-SOLE_HOMES = {"pika": {"amqp.client", "amqp.connection", "amqp.wire"} | BROKER_PIKA,
+SOLE_HOMES = {"pika": {"amqp.client", "amqp.connection", "amqp.stream", "amqp.wire"} | BROKER_PIKA,
               "multiprocessing": {"worker.pool"},
               "argparse": {"cli"}, "msgpack": {"serialization"}}
 
@@ -229,7 +229,9 @@ def test_line_budget():
     shrank what it rewrote (amqp and worker, without the job queue and pika's private paths), but the
     memory transport, ``testing``, issue 10's message checks and compression, and the canvas and beat
     hooks in the core, the control/events hooks and the worker's own event loop (``amqp/loop.py``) add
-    more: 5,379 lines (core 3,665) on 6 Dec 2026. Getting under 4,579 is open.
+    more: 5,379 lines (core 3,665) on 6 Dec 2026. The worker connection's batching socket
+    (``amqp/stream.py``, 140 lines, docs/performance.md "One write a step") then bought 10-12 % on the
+    drain and the group: 5,528 (core 3,812). Getting under 4,579 is open.
     """
     # the embedded broker is an optional subsystem with its own budget (test_broker_line_budget)
     counts = {module_name(p): code_lines(p) for p in all_modules() if module_name(p).split(".")[0] not in BROKER}
@@ -237,8 +239,8 @@ def test_line_budget():
         used = sum(counts.pop(name, 0) for name in modules)
         assert used <= budget, f"the {subsystem} subsystem has {used} lines of code (budget {budget})"
     core = sum(n for name, n in counts.items() if not name.startswith(("worker.", "cli", "__main__")))
-    assert core <= 3670, f"the core has {core} lines of code"
-    assert sum(counts.values()) <= 5380, f"the package has {sum(counts.values())} lines of code"
+    assert core <= 3812, f"the core has {core} lines of code"
+    assert sum(counts.values()) <= 5528, f"the package has {sum(counts.values())} lines of code"
 
 
 def test_broker_line_budget():
