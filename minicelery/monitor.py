@@ -5,12 +5,13 @@ made ``.`` (``worker.heartbeat``, ``task.succeeded``), transient, with the heade
 event carries, in Celery's order, ``hostname``, ``utcoffset`` (hours *west* of UTC), ``pid``, ``clock``
 (the sender's Lamport clock, forwarded once per event), its own fields, ``timestamp`` and ``type``: a
 worker event without ``type`` makes every Celery 5 worker on the exchange crash, so :func:`event` is the
-only way one is built. The :class:`EventDispatcher` buffers events until the worker's loop flushes
-them on its own connection: worker events at once, one by one; task events as Celery's workers send
-them, JSON arrays of up to :data:`MULTI_LIMIT` with the routing key ``task.multi``, once an array is
-full or its oldest event has waited :data:`BUFFER_TIME`. A task has three events to tell, and a busy
-worker many tasks per second: one message for eight tasks instead of three per task is what keeps
-events from costing the task path (``docs/performance.md``, "Task events").
+only way one is built. The :class:`EventDispatcher` buffers events until the worker's loop publishes
+them on its own connection (:meth:`EventDispatcher.publish_due`): worker events at once, one by one;
+task events as Celery's workers send them, JSON arrays of up to :data:`MULTI_LIMIT` with the routing
+key ``task.multi``, once an array is full or its oldest event has waited :data:`BUFFER_TIME`. A task
+has three events to tell, and a busy worker many tasks per second: one message for eight tasks instead
+of three per task is what keeps events from costing the task path (``docs/performance.md``, "Task
+events").
 
 Celery's counterpart is ``celery.events.dispatcher.EventDispatcher`` and ``celery.events.event``; left
 out: the Redis fanout variant. A client sends ``task-sent`` (:func:`task_sent`) when
@@ -19,7 +20,6 @@ out: the Redis fanout variant. A client sends ``task-sent`` (:func:`task_sent`) 
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import platform
@@ -103,63 +103,72 @@ class EventDispatcher:
         self.clock = clock or LamportClock()
         self.pid = os.getpid()
         self.offset = utcoffset()
-        self._buffer: list[dict[str, Any]] = []
-        self._due: float | None = None  # when the buffer must leave (monotonic); None while it is empty
+        # Messages ready to leave, in order: (routing key, one worker event or a full task.multi array).
+        self._ready: list[tuple[str, Any]] = []
+        self._array: list[dict[str, Any]] = []  # task events waiting for company
+        self._array_due: float | None = None  # when the array leaves even if not full (monotonic)
         self._declared_on: Connection | None = None
 
     def __len__(self) -> int:
-        return len(self._buffer)
+        return sum(len(body) if key == "task.multi" else 1 for key, body in self._ready) + len(self._array)
 
     def send(self, event_type: str, **fields: Any) -> dict[str, Any]:
         """Queue one event for a :meth:`flush` and return it."""
         built = event(event_type, hostname=self.hostname, clock=self.clock.forward(), pid=self.pid,
                       offset=self.offset, **fields)
-        self._buffer.append(built)
-        if not event_type.startswith("task-") or len(self._buffer) >= MULTI_LIMIT:
-            self._due = time.monotonic()
-        elif self._due is None:
-            self._due = time.monotonic() + BUFFER_TIME
+        if event_type.startswith("task-"):
+            if not self._array:
+                self._array_due = time.monotonic() + BUFFER_TIME
+            self._array.append(built)
+            if len(self._array) == MULTI_LIMIT:
+                self._close_array()
+        else:  # a worker event leaves at once, after the task events sent before it
+            self._close_array()
+            self._ready.append((routing_key(event_type), built))
         return built
 
+    def _close_array(self) -> None:
+        if self._array:
+            self._ready.append(("task.multi", self._array))
+            self._array, self._array_due = [], None
+
     def due(self) -> float | None:
-        """The monotonic time by which the buffer should be flushed, or None when it is empty."""
-        return self._due
+        """The monotonic time by which :meth:`publish_due` has something to send, or None when empty."""
+        if self._ready:
+            return 0.0  # already due
+        return self._array_due
+
+    def publish_due(self, connection: Connection) -> None:
+        """Publish what is due on ``connection``: full arrays and worker events, and the array being
+        filled once its oldest event has waited :data:`BUFFER_TIME`."""
+        if self._array_due is not None and self._array_due <= time.monotonic():
+            self._close_array()
+        if self._ready:
+            self._publish_ready(connection)
 
     def flush(self, connection: Connection) -> None:
-        """Publish every queued event on ``connection`` (declaring the topic exchange once per connection):
-        in the order they were sent, consecutive task events in ``task.multi`` arrays, worker events one
-        by one.
+        """Publish every queued event on ``connection``, in the order they were sent: consecutive task
+        events in ``task.multi`` arrays, worker events one by one."""
+        self._close_array()
+        if self._ready:
+            self._publish_ready(connection)
 
-        The buffer is emptied first: an event that cannot travel is lost rather than blocking the others
-        (events are a live view, never a record)."""
-        if not self._buffer:
-            return
-        events, self._buffer, self._due = self._buffer, [], None
+    def _publish_ready(self, connection: Connection) -> None:
+        # The queue is emptied first: an event that cannot travel is lost rather than blocking the
+        # others (events are a live view, never a record).
+        ready, self._ready = self._ready, []
         if self._declared_on is not connection or not connection.is_open:
             connection.declare_exchange(self.exchange, "topic", durable=True)
             self._declared_on = connection
-        for are_tasks, same_kind in itertools.groupby(events, key=_is_task_event):
-            run = list(same_kind)
-            if are_tasks:
-                for start in range(0, len(run), MULTI_LIMIT):
-                    self._publish(connection, run[start:start + MULTI_LIMIT], "task.multi")
-            else:
-                for item in run:
-                    self._publish(connection, item, routing_key(item["type"]))
-
-    def _publish(self, connection: Connection, body: Any, key: str) -> None:
-        content_type, encoding, data = serialization.dumps(body, self.serializer)
-        properties = {"content_type": content_type, "content_encoding": encoding, "delivery_mode": 1,
-                      "priority": 0, "headers": {"hostname": self.hostname}}
-        connection.publish(data, properties, exchange=self.exchange, routing_key=key)
+        for key, body in ready:
+            content_type, encoding, data = serialization.dumps(body, self.serializer)
+            properties = {"content_type": content_type, "content_encoding": encoding, "delivery_mode": 1,
+                          "priority": 0, "headers": {"hostname": self.hostname}}
+            connection.publish(data, properties, exchange=self.exchange, routing_key=key)
 
     def forget_connection(self) -> None:
         """The connection was replaced: declare the exchange again on the next one."""
         self._declared_on = None
-
-
-def _is_task_event(item: dict[str, Any]) -> bool:
-    return str(item["type"]).startswith("task-")
 
 
 def task_sent(app: Any, message: Any, queue: str | None, exchange: str, routing_key: str) -> None:

@@ -102,7 +102,7 @@ class Remote:
         """Publish the events that are due (after the results of the turn)."""
         due = self.events.due()
         if due is not None and due <= time.monotonic():
-            self.events.flush(connection)
+            self.events.publish_due(connection)
 
     def next_deadline(self) -> float | None:
         """When the loop must turn again for this object: buffered events or a heartbeat falling due."""

@@ -136,3 +136,25 @@ def test_a_full_array_is_due_at_once_and_a_flush_empties_the_buffer():
     dispatcher.flush(connection)
     assert (len(dispatcher), dispatcher.due()) == (0, None)
     connection.close()
+
+
+def test_publish_due_sends_full_arrays_at_once_and_the_rest_when_its_oldest_event_has_waited():
+    connection, got = _tapped("task.#")
+    dispatcher = EventDispatcher("w@h")
+    for number in range(MULTI_LIMIT + 5):
+        dispatcher.send("task-started", uuid=str(number))
+    dispatcher.publish_due(connection)
+    connection.wait(0.5)
+    assert [len(json.loads(delivery.body)) for delivery in got] == [MULTI_LIMIT]
+    assert len(dispatcher) == 5  # not full, and not old enough: it waits for company
+    due = dispatcher.due()
+    assert due is not None and due > time.monotonic()
+    while time.monotonic() < due:  # the buffer's own deadline, at most BUFFER_TIME away
+        time.sleep(due - time.monotonic())
+    dispatcher.publish_due(connection)
+    connection.wait(0.5)
+    arrays = [json.loads(delivery.body) for delivery in got]
+    assert [len(array) for array in arrays] == [MULTI_LIMIT, 5]
+    assert [event["uuid"] for array in arrays for event in array] == [str(n) for n in range(MULTI_LIMIT + 5)]
+    assert (len(dispatcher), dispatcher.due()) == (0, None)
+    connection.close()
