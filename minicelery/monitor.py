@@ -113,7 +113,7 @@ class EventDispatcher:
         return sum(len(body) if key == "task.multi" else 1 for key, body in self._ready) + len(self._array)
 
     def send(self, event_type: str, **fields: Any) -> dict[str, Any]:
-        """Queue one event for a :meth:`flush` and return it."""
+        """Queue one event for :meth:`publish_due` (or :meth:`flush`) and return it."""
         built = event(event_type, hostname=self.hostname, clock=self.clock.forward(), pid=self.pid,
                       offset=self.offset, **fields)
         if event_type.startswith("task-"):
