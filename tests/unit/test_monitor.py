@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 
+from minicelery import monitor
 from minicelery.clock import LamportClock
 from minicelery.memory import MemoryTransport
 from minicelery.monitor import (
@@ -138,7 +139,8 @@ def test_a_full_array_is_due_at_once_and_a_flush_empties_the_buffer():
     connection.close()
 
 
-def test_publish_due_sends_full_arrays_at_once_and_the_rest_when_its_oldest_event_has_waited():
+def test_publish_due_sends_full_arrays_and_keeps_the_open_one_until_its_time(monkeypatch):
+    monkeypatch.setattr(monitor, "BUFFER_TIME", 3600.0)  # the open array is not due during this test
     connection, got = _tapped("task.#")
     dispatcher = EventDispatcher("w@h")
     for number in range(MULTI_LIMIT + 5):
@@ -147,14 +149,21 @@ def test_publish_due_sends_full_arrays_at_once_and_the_rest_when_its_oldest_even
     connection.wait(0.5)
     assert [len(json.loads(delivery.body)) for delivery in got] == [MULTI_LIMIT]
     assert len(dispatcher) == 5  # not full, and not old enough: it waits for company
-    due = dispatcher.due()
-    assert due is not None and due > time.monotonic()
-    while time.monotonic() < due:  # the buffer's own deadline, at most BUFFER_TIME away
-        time.sleep(due - time.monotonic())
-    dispatcher.publish_due(connection)
+    dispatcher.flush(connection)  # shutdown: everything goes
     connection.wait(0.5)
     arrays = [json.loads(delivery.body) for delivery in got]
     assert [len(array) for array in arrays] == [MULTI_LIMIT, 5]
     assert [event["uuid"] for array in arrays for event in array] == [str(n) for n in range(MULTI_LIMIT + 5)]
     assert (len(dispatcher), dispatcher.due()) == (0, None)
+    connection.close()
+
+
+def test_publish_due_sends_the_open_array_once_its_oldest_event_has_waited(monkeypatch):
+    monkeypatch.setattr(monitor, "BUFFER_TIME", 0.0)  # due as soon as it is sent
+    connection, got = _tapped("task.#")
+    dispatcher = EventDispatcher("w@h")
+    dispatcher.send("task-received", uuid="u1")
+    dispatcher.publish_due(connection)
+    connection.wait(0.5)
+    assert [[event["uuid"] for event in json.loads(delivery.body)] for delivery in got] == [["u1"]]
     connection.close()
