@@ -7,6 +7,7 @@ of what pika's protocol would be told; every wait is a bounded run of loop steps
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -209,3 +210,16 @@ def test_after_a_partial_send_the_pending_bytes_are_exactly_the_unsent_rest(chun
         loop.close()
         ours.close()
         broker.close()
+
+
+def test_a_tls_stream_is_left_to_pikas_own_transport(loop: Loop) -> None:
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    outcome: list[Any] = []
+    LoopServices(loop).create_streaming_connection(Recorder, ours, outcome.append,
+                                                   ssl_context=ssl.create_default_context(),
+                                                   server_hostname="localhost")
+    broker.sendall(b"not a TLS server\r\n\r\n" * 8)  # pika's TLS handshake fails on this
+    broker.close()
+    run_until(loop, lambda: bool(outcome))
+    assert isinstance(outcome[0], BaseException)  # a plaintext linkup would have given (transport, protocol)
