@@ -134,26 +134,24 @@ class EventDispatcher:
 
     def due(self) -> float | None:
         """The monotonic time by which :meth:`publish_due` has something to send, or None when empty."""
-        if self._ready:
-            return 0.0  # already due
-        return self._array_due
+        return 0.0 if self._ready else self._array_due  # made messages are due at once
 
     def publish_due(self, connection: Connection) -> None:
         """Publish what is due on ``connection``: full arrays and worker events, and the array being
         filled once its oldest event has waited :data:`BUFFER_TIME`."""
         if self._array_due is not None and self._array_due <= time.monotonic():
             self._close_array()
-        if self._ready:
-            self._publish_ready(connection)
+        self._publish_ready(connection)
 
     def flush(self, connection: Connection) -> None:
         """Publish every queued event on ``connection``, in the order they were sent: consecutive task
         events in ``task.multi`` arrays, worker events one by one."""
         self._close_array()
-        if self._ready:
-            self._publish_ready(connection)
+        self._publish_ready(connection)
 
     def _publish_ready(self, connection: Connection) -> None:
+        if not self._ready:
+            return
         # The queue is emptied first: an event that cannot travel is lost rather than blocking the
         # others (events are a live view, never a record).
         ready, self._ready = self._ready, []

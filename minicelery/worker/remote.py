@@ -100,9 +100,7 @@ class Remote:
 
     def flush(self, connection: Connection) -> None:
         """Publish the events that are due (after the results of the turn)."""
-        due = self.events.due()
-        if due is not None and due <= time.monotonic():
-            self.events.publish_due(connection)
+        self.events.publish_due(connection)
 
     def next_deadline(self) -> float | None:
         """When the loop must turn again for this object: buffered events or a heartbeat falling due."""
