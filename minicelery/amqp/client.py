@@ -1,11 +1,15 @@
 """An app's client side on RabbitMQ: publish task messages and read ``rpc://`` replies, with one
-``pika.BlockingConnection`` per process and thread, opened on first use."""
+:class:`~minicelery.amqp.connection.AmqpConnection` per process and thread, opened on first use.
+
+It is the worker's connection class, on its own loop: a publish writes its frames and runs the loop
+until they have left (one ``sendmsg()``; pika's ``BlockingConnection`` sent each frame on its own), and
+waiting for replies is running that loop.
+"""
 
 from __future__ import annotations
 
 import atexit
 import collections
-import contextlib
 import os
 import threading
 import time
@@ -13,45 +17,35 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import pika
 import pika.exceptions as pika_errors
 
 from ..exceptions import OperationalError
-from ..transport import QueueSpec, Reply
+from ..transport import Delivery, QueueSpec, Reply
 from ..urls import mask_broker_url
-from .connection import AmqpConnection
-from .wire import PIKA_ERRORS, Properties, declarations, operational_error, parameters, translating
+from .connection import STEP, AmqpConnection
+from .wire import parameters
 
 __all__ = ["AmqpTransport"]
 
-#: Errors that mean the connection is gone (a new one may work).
+#: Errors that mean the connection is gone (a new one may work), as causes of an ``OperationalError``.
 _LOST = (pika_errors.AMQPConnectionError, pika_errors.ChannelWrongStateError, OSError)
 
 
 class _Link:
-    """One thread's open connection and channel, and what was declared and consumed on them."""
+    """One thread's open connection, and what was declared and consumed on it."""
 
-    def __init__(self, params: pika.ConnectionParameters, url: str, confirm: bool) -> None:
-        with translating(url, connecting=True):
-            self.connection = pika.BlockingConnection(params)
-            try:
-                self.channel = self.connection.channel()
-                if confirm:
-                    # basic_publish then waits for the broker's ack; raises on a nack or a return.
-                    # https://www.rabbitmq.com/docs/confirms
-                    self.channel.confirm_delivery()
-            except BaseException:
-                self.close()
-                raise
+    def __init__(self, url: str | None, heartbeat: float | None, connect_timeout: float | None,
+                 confirm: bool) -> None:
+        self.connection = AmqpConnection(url, heartbeat=heartbeat, connect_timeout=connect_timeout,
+                                         confirm=confirm)
+        self.connection.connect()
         self.declared: set[QueueSpec] = set()
         self.exchanges: set[str] = set()  # declared alone (declare_exchange)
         self.consuming: set[str] = set()
 
     def close(self) -> None:
         """Close politely if still open; a failed connection has nothing left to close."""
-        with contextlib.suppress(*PIKA_ERRORS):
-            if self.connection.is_open:
-                self.connection.close()
+        self.connection.close()
 
 
 class _ThreadState:
@@ -122,16 +116,16 @@ class AmqpTransport:
 
     def _link(self, state: _ThreadState) -> _Link:
         if state.link is None:
-            state.link = _Link(self._params, self.url, self._confirm)
+            state.link = _Link(self._raw_url, self._heartbeat, self._connect_timeout, self._confirm)
             for name in state.reply_queues:  # consume them again at once, before a reply can be missed
                 self._reply_link(state, name)
         return state.link
 
-    def _broken(self, state: _ThreadState, link: _Link, exc: BaseException) -> OperationalError:
-        """Forget ``link`` if ``exc`` closed its channel (or its connection); return the error to raise."""
-        if not link.channel.is_open:
+    @staticmethod
+    def _broken(state: _ThreadState, link: _Link) -> None:
+        """Forget ``link`` if the error just raised on it closed it."""
+        if not link.connection.is_open and state.link is link:
             state.drop()
-        return operational_error(exc, self.url)
 
     def publish(self, body: bytes, properties: dict[str, Any], *, exchange: str = "", routing_key: str,
                 declare: Iterable[QueueSpec] = ()) -> None:
@@ -140,21 +134,23 @@ class AmqpTransport:
         for attempt in (1, 2):
             link = self._link(state)
             try:
+                # Read what arrived meanwhile: a close the broker sent fails this attempt, not the message.
+                link.connection.wait(0)
                 self._declare(link, declare)
-                link.channel.basic_publish(exchange, routing_key, body, Properties(**properties),
-                                           mandatory=self._confirm)
+                link.connection.publish(body, properties, exchange=exchange, routing_key=routing_key)
+                link.connection.flush()
                 return
-            except (*PIKA_ERRORS, OSError) as exc:
-                error = self._broken(state, link, exc)
-                if attempt == 2 or not isinstance(exc, _LOST):  # a cached connection that died: once more
-                    raise error from exc
+            except OperationalError as exc:
+                self._broken(state, link)
+                # A cached connection that died gets one more try, on a new connection.
+                if attempt == 2 or not isinstance(exc.__cause__, _LOST):
+                    raise
 
     @staticmethod
     def _declare(link: _Link, specs: Iterable[QueueSpec]) -> None:
         for spec in specs:
             if spec not in link.declared:
-                for method, arguments in declarations(spec):
-                    getattr(link.channel, method)(**arguments)
+                link.connection.declare(spec)
                 link.declared.add(spec)
 
     def declare_exchange(self, name: str, exchange_type: str, durable: bool) -> None:
@@ -164,10 +160,10 @@ class AmqpTransport:
         if name in link.exchanges:
             return
         try:
-            link.channel.exchange_declare(exchange=name, exchange_type=exchange_type, durable=durable,
-                                          auto_delete=False)
-        except (*PIKA_ERRORS, OSError) as exc:
-            raise self._broken(state, link, exc) from exc
+            link.connection.declare_exchange(name, exchange_type, durable)
+        except OperationalError:
+            self._broken(state, link)
+            raise
         link.exchanges.add(name)
 
     def declare_reply_queue(self, name: str, expires_ms: int | None, consume: bool = True) -> None:
@@ -179,8 +175,9 @@ class AmqpTransport:
             link = self._link(state)
             try:
                 self._declare(link, [spec])
-            except (*PIKA_ERRORS, OSError) as exc:
-                raise self._broken(state, link, exc) from exc
+            except OperationalError:
+                self._broken(state, link)
+                raise
             return
         state.reply_queues.setdefault(name, (expires_ms, collections.deque()))
         self._reply_link(state, name)
@@ -193,14 +190,15 @@ class AmqpTransport:
                 state = self._state()
                 link = self._link(state)
                 try:
-                    count += link.channel.queue_purge(name).method.message_count
+                    count += link.connection.purge(name)
                     break
-                except (*PIKA_ERRORS, OSError) as exc:
-                    error = self._broken(state, link, exc)
+                except OperationalError as exc:
+                    self._broken(state, link)
                     # A missing queue closes the channel with 404: as Celery reports it, no error. Asked
                     # twice: the 404 may be the late answer to an earlier publish to a missing exchange.
-                    if not (isinstance(exc, pika_errors.ChannelClosedByBroker) and exc.reply_code == 404):
-                        raise error from exc
+                    cause = exc.__cause__
+                    if not (isinstance(cause, pika_errors.ChannelClosedByBroker) and cause.reply_code == 404):
+                        raise
         return count
 
     def _reply_link(self, state: _ThreadState, name: str) -> _Link:
@@ -210,15 +208,18 @@ class AmqpTransport:
         if name in link.consuming:
             return link
 
-        def on_reply(_channel: Any, _method: Any, props: Any, body: bytes) -> None:
-            buffer.append(Reply(props.correlation_id, props.content_type, props.content_encoding, body))
+        def on_reply(delivery: Delivery) -> None:
+            props = delivery.properties
+            buffer.append(Reply(props["correlation_id"], props["content_type"], props["content_encoding"],
+                                delivery.body))
 
         try:
-            link.channel.queue_declare(queue=name, durable=True, auto_delete=True, exclusive=False,
-                                       arguments={"x-expires": expires_ms} if expires_ms else None)
-            link.channel.basic_consume(queue=name, on_message_callback=on_reply, auto_ack=True)
-        except (*PIKA_ERRORS, OSError) as exc:
-            raise self._broken(state, link, exc) from exc
+            link.connection.declare(QueueSpec(name, exchange="", durable=True, auto_delete=True,
+                                              arguments={"x-expires": expires_ms} if expires_ms else None))
+            link.connection.consume(name, on_reply, link.consuming.discard, no_ack=True)
+        except OperationalError:
+            self._broken(state, link)
+            raise
         link.consuming.add(name)
         return link
 
@@ -236,11 +237,11 @@ class AmqpTransport:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             link = self._reply_link(state, name)
             try:
-                link.connection.process_data_events(time_limit=remaining)
-            except (*PIKA_ERRORS, OSError) as exc:
-                error = self._broken(state, link, exc)
-                if not isinstance(exc, _LOST):
-                    raise error from exc
+                link.connection.wait(STEP if remaining is None else remaining)
+            except OperationalError as exc:
+                self._broken(state, link)
+                if not isinstance(exc.__cause__, _LOST):
+                    raise
                 self._reply_link(state, name)  # consume again at once, so replies from now on are kept
             if remaining == 0.0:
                 break

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pika
+import pika.exceptions as pika_errors
+from pika.adapters.blocking_connection import ReturnedMessage
 
 from ..exceptions import OperationalError
 from ..transport import Delivery, QueueSpec
@@ -71,12 +73,18 @@ class _Answer:
 
 
 class AmqpConnection:
-    """The :class:`~minicelery.transport.Connection` for RabbitMQ (arguments as ``AmqpTransport``'s)."""
+    """The :class:`~minicelery.transport.Connection` for RabbitMQ (arguments as ``AmqpTransport``'s).
+
+    The client side (``AmqpTransport``) uses it too, with :meth:`flush` after each publish and, with
+    ``confirm``, publisher confirms: the broker's ack for each message, a nack or a return an error."""
 
     def __init__(self, url: str | None = None, *, heartbeat: float | None = None,
-                 connect_timeout: float | None = None) -> None:
+                 connect_timeout: float | None = None, confirm: bool = False) -> None:
         self.url = mask_broker_url(url, "**")
         self._params = parameters(url, heartbeat=heartbeat, connect_timeout=connect_timeout)
+        self._confirm = confirm
+        self._unconfirmed = 0  # published, not yet acked or nacked (confirm mode)
+        self._refused: BaseException | None = None  # a nack or a return, for the flush waiting
         self._loop: Loop | None = None
         self._connection: Any = None  # pika.SelectConnection while connected
         self._channel: Any = None
@@ -115,6 +123,10 @@ class AmqpConnection:
         self._channel = self._call(self._connection.channel, callback_name="on_open_callback")
         self._channel.add_on_close_callback(self._on_channel_closed)
         self._channel.add_on_cancel_callback(self._on_cancelled)
+        if self._confirm:  # https://www.rabbitmq.com/docs/confirms
+            self._unconfirmed, self._refused = 0, None
+            self._call(self._channel.confirm_delivery, self._on_confirm)
+            self._channel.add_on_return_callback(self._on_return)
         if self._watched is not None:
             loop.add_handler(self._watched[0], self._on_watched, loop.READ)
 
@@ -181,7 +193,32 @@ class AmqpConnection:
     def publish(self, body: bytes, properties: dict[str, Any], *, exchange: str = "",
                 routing_key: str) -> None:
         """See :meth:`Connection.publish <minicelery.transport.Connection.publish>`."""
-        self._send(lambda: self._channel.basic_publish(exchange, routing_key, body, Properties(**properties)))
+        self._send(lambda: self._channel.basic_publish(exchange, routing_key, body, Properties(**properties),
+                                                       mandatory=self._confirm))
+        if self._confirm:
+            self._unconfirmed += 1
+
+    def flush(self) -> None:
+        """Run the loop until what was published has left, and with ``confirm`` until the broker has
+        accepted it (one message at a time: the client flushes after each publish).
+
+        Raises:
+            OperationalError: the connection is lost, or the broker nacked or returned the message.
+        """
+        self._check()
+        assert self._loop is not None
+        self._loop.run_before_wait()  # sends without reading: what the broker says is read by the next wait
+        while self._loop.writing() or self._unconfirmed:
+            self.wait(STEP)
+        refused, self._refused = self._refused, None
+        if refused is not None:
+            raise operational_error(refused, self.url) from refused
+
+    def purge(self, queue: str) -> int:
+        """Delete the messages waiting in ``queue``; return how many. ``OperationalError`` if the broker
+        refuses (404 for a missing queue, with the connection closed as for any refusal)."""
+        self._check()
+        return int(self._call(self._channel.queue_purge, queue).method.message_count)
 
     def watch(self, fd: int, on_ready: Callable[[], None]) -> None:
         """See :meth:`Connection.watch <minicelery.transport.Connection.watch>`."""
@@ -280,6 +317,16 @@ class AmqpConnection:
         for tag, (_queue, _on_cancel, consumed_on) in list(self._queues.items()):
             if consumed_on is channel:
                 del self._queues[tag]
+
+    def _on_confirm(self, frame: Any) -> None:
+        if isinstance(frame.method, pika.spec.Basic.Nack):
+            self._refused = self._refused or pika_errors.NackError([])
+        self._unconfirmed = 0  # one message at a time (flush), so this answer is for it
+
+    def _on_return(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        # mandatory: RabbitMQ returns a message no queue took, then acks it.
+        returned = ReturnedMessage(method, properties, body)
+        self._refused = self._refused or pika_errors.UnroutableError([returned])
 
     def _on_cancelled(self, frame: Any) -> None:
         consumer = self._queues.pop(frame.method.consumer_tag, None)

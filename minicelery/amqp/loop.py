@@ -101,9 +101,21 @@ class Loop:
             os.close(fd)
         self._wake_r = self._wake_w = -1
 
+    def writing(self) -> bool:
+        """Whether a descriptor is watched for writability: a socket whose kernel buffer was full still
+        has output to send."""
+        return any(key.events & selectors.EVENT_WRITE for key in self._selector.get_map().values())
+
     def before_wait(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once, the next time the loop is about to wait (from the loop's thread only)."""
         self._before_wait.append(callback)
+
+    def run_before_wait(self) -> None:
+        """Run now what waits for the loop to wait (a client's publish sends its frames without waiting)."""
+        if self._before_wait:
+            waiting, self._before_wait = self._before_wait, []
+            for callback in waiting:
+                callback()
 
     # -- what the worker calls ----------------------------------------------------------------------
 
@@ -111,10 +123,7 @@ class Loop:
         """Run what waits for the loop to wait (:meth:`before_wait`), wait up to ``timeout`` s (None:
         until something happens) or until the next timer, then run the handlers of the ready
         descriptors, the due timers and the queued callbacks."""
-        if self._before_wait:
-            waiting, self._before_wait = self._before_wait, []
-            for callback in waiting:
-                callback()
+        self.run_before_wait()
         if self._callbacks:
             timeout = 0.0
         elif self._timers:

@@ -1,12 +1,10 @@
-"""What both AMQP connections share: connection parameters, message properties that can carry floats,
-Celery's exact declarations, and the one place where pika's errors become minicelery's.
+"""What the AMQP connection is built from: connection parameters, message properties that can carry
+floats, Celery's exact declarations, and the one place where pika's errors become minicelery's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import pika
@@ -133,13 +131,3 @@ def operational_error(exc: BaseException, url: str, *, connecting: bool = False)
     else:
         text = f"Connection to {url} lost: {why}"
     return OperationalError(text, url=url, reason=why)
-
-
-@contextlib.contextmanager
-def translating(url: str, *, connecting: bool = False) -> Iterator[None]:
-    """Raise what pika raises inside as ``OperationalError`` (``OSError`` too: a host name that does
-    not resolve comes unwrapped); ``EncodeError`` and other errors pass through."""
-    try:
-        yield
-    except (*PIKA_ERRORS, OSError) as exc:
-        raise operational_error(exc, url, connecting=connecting) from exc

@@ -96,7 +96,7 @@ EXIT_SCRIPT = """
 import atexit, sys
 seen = {}
 # Registered before minicelery's own exit hook, so it runs after it (atexit is last in, first out).
-atexit.register(lambda: print("closed at exit:", seen["connection"].is_closed, flush=True))
+atexit.register(lambda: print("closed at exit:", not seen["connection"].is_open, flush=True))
 from minicelery import Celery
 app = Celery("exiting", broker=sys.argv[1], set_as_current=False)
 app.conf.task_default_queue = sys.argv[2]

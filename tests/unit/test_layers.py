@@ -231,8 +231,10 @@ def test_line_budget():
     hooks in the core, the control/events hooks and the worker's own event loop (``amqp/loop.py``) add
     more: 5,379 lines (core 3,665) on 6 Dec 2026. The worker connection's batching socket
     (``amqp/stream.py``, 140 lines, docs/performance.md "One write a step") then bought 10-12 % on the
-    drain and the group: 5,528 (core 3,812); the event dispatcher's closed arrays (issue 13) took the
-    control subsystem from 918 to 921. Getting under 4,579 is open.
+    drain and the group: 5,528 (core 3,812); the client's move from ``BlockingConnection`` to that
+    connection (publisher confirms, purge, flush; +16 % on publish) 5,551 (core 3,835). The event
+    dispatcher's closed arrays (issue 13) took the control subsystem from 918 to 921. Getting under
+    4,579 is open.
     """
     # the embedded broker is an optional subsystem with its own budget (test_broker_line_budget)
     counts = {module_name(p): code_lines(p) for p in all_modules() if module_name(p).split(".")[0] not in BROKER}
@@ -240,8 +242,8 @@ def test_line_budget():
         used = sum(counts.pop(name, 0) for name in modules)
         assert used <= budget, f"the {subsystem} subsystem has {used} lines of code (budget {budget})"
     core = sum(n for name, n in counts.items() if not name.startswith(("worker.", "cli", "__main__")))
-    assert core <= 3812, f"the core has {core} lines of code"
-    assert sum(counts.values()) <= 5528, f"the package has {sum(counts.values())} lines of code"
+    assert core <= 3835, f"the core has {core} lines of code"
+    assert sum(counts.values()) <= 5551, f"the package has {sum(counts.values())} lines of code"
 
 
 def test_broker_line_budget():
