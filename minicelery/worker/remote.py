@@ -114,7 +114,7 @@ class Remote:
         if not connection.is_open:
             return
         if self.heartbeats and self._online:
-            self.events.send("worker-offline", **self._worker_fields())
+            self.events.send("worker-offline", self._worker_fields())
         self.events.flush(connection)
         connection.wait(0)
 
@@ -129,10 +129,10 @@ class Remote:
         """Queue ``worker-online`` (the first time) or ``worker-heartbeat``; a wake-up asked by a monitor
         carries ``freq=5`` and no counters, as Celery's answer to the ``heartbeat`` command does."""
         if wakeup:
-            self.events.send("worker-heartbeat", **worker_fields(freq=5, version=__version__))
+            self.events.send("worker-heartbeat", worker_fields(freq=5, version=__version__))
             return
         kind = "worker-heartbeat" if self._online else "worker-online"
-        self.events.send(kind, **self._worker_fields())
+        self.events.send(kind, self._worker_fields())
         self._online = True
         self._next_heartbeat = time.monotonic() + HEARTBEAT_FREQ
 
@@ -208,4 +208,4 @@ class Remote:
             fields = {"name": headers.task, "args": headers.argsrepr, "kwargs": headers.kwargsrepr,
                       "root_id": headers.root_id, "parent_id": headers.parent_id, "retries": headers.retries,
                       "eta": headers.headers.get("eta"), "expires": headers.headers.get("expires")}
-        self.events.send(f"task-{kind}", uuid=headers.id, **fields)
+        self.events.send(f"task-{kind}", {"uuid": headers.id, **fields})

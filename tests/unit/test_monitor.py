@@ -23,8 +23,8 @@ from minicelery.transport import QueueSpec
 
 
 def test_an_event_has_celerys_common_fields_in_celerys_order():
-    built = event("task-succeeded", hostname="w@h", clock=3, pid=42, offset=-1.0, timestamp=1.5,
-                  uuid="u", result="5")
+    built = event("task-succeeded", {"uuid": "u", "result": "5"}, hostname="w@h", clock=3, pid=42, offset=-1.0,
+                  timestamp=1.5)
     assert list(built) == ["hostname", "utcoffset", "pid", "clock", "uuid", "result", "timestamp", "type"]
     assert built == {"hostname": "w@h", "utcoffset": -1.0, "pid": 42, "clock": 3, "uuid": "u", "result": "5",
                      "timestamp": 1.5, "type": "task-succeeded"}
@@ -63,9 +63,9 @@ def test_task_events_travel_as_a_task_multi_array_with_the_hostname_header():
     connection, got = _tapped("task.#")
     clock = LamportClock(10)
     dispatcher = EventDispatcher("w@h", clock=clock)
-    dispatcher.send("task-received", uuid="u1")
-    dispatcher.send("task-started", uuid="u1")
-    dispatcher.send("worker-heartbeat", freq=2.0)  # not bound by task.#
+    dispatcher.send("task-received", {"uuid": "u1"})
+    dispatcher.send("task-started", {"uuid": "u1"})
+    dispatcher.send("worker-heartbeat", {"freq": 2.0})  # not bound by task.#
     assert len(dispatcher) == 3
     dispatcher.flush(connection)
     assert len(dispatcher) == 0
@@ -84,7 +84,7 @@ def test_a_task_multi_array_holds_at_most_multi_limit_events_in_order():
     connection, got = _tapped("task.#")
     dispatcher = EventDispatcher("w@h")
     for number in range(2 * MULTI_LIMIT + 1):
-        dispatcher.send("task-succeeded", uuid=str(number))
+        dispatcher.send("task-succeeded", {"uuid": str(number)})
     dispatcher.flush(connection)
     connection.wait(0.5)
     arrays = [json.loads(delivery.body) for delivery in got]
@@ -96,10 +96,10 @@ def test_a_task_multi_array_holds_at_most_multi_limit_events_in_order():
 def test_worker_events_travel_one_by_one_in_the_order_sent():
     connection, got = _tapped("#")
     dispatcher = EventDispatcher("w@h")
-    dispatcher.send("worker-online", freq=2.0)
-    dispatcher.send("task-received", uuid="u1")
-    dispatcher.send("worker-heartbeat", freq=2.0)
-    dispatcher.send("task-started", uuid="u1")
+    dispatcher.send("worker-online", {"freq": 2.0})
+    dispatcher.send("task-received", {"uuid": "u1"})
+    dispatcher.send("worker-heartbeat", {"freq": 2.0})
+    dispatcher.send("task-started", {"uuid": "u1"})
     dispatcher.flush(connection)
     connection.wait(0.5)
     bodies = [json.loads(d.body) for d in got]
@@ -113,13 +113,13 @@ def test_task_events_wait_for_company_and_worker_events_do_not():
     dispatcher = EventDispatcher("w@h")
     assert dispatcher.due() is None
     before = time.monotonic()
-    dispatcher.send("task-received", uuid="u1")
+    dispatcher.send("task-received", {"uuid": "u1"})
     after = time.monotonic()
     first_due = dispatcher.due()
     assert first_due is not None and before + BUFFER_TIME <= first_due <= after + BUFFER_TIME
-    dispatcher.send("task-started", uuid="u1")
+    dispatcher.send("task-started", {"uuid": "u1"})
     assert dispatcher.due() == first_due  # the oldest event sets the time
-    dispatcher.send("worker-heartbeat", freq=2.0)
+    dispatcher.send("worker-heartbeat", {"freq": 2.0})
     due = dispatcher.due()
     assert due is not None and due <= time.monotonic()
 
@@ -128,10 +128,10 @@ def test_a_full_array_is_due_at_once_and_a_flush_empties_the_buffer():
     connection, got = _tapped("task.#")
     dispatcher = EventDispatcher("w@h")
     for number in range(MULTI_LIMIT - 1):
-        dispatcher.send("task-started", uuid=str(number))
+        dispatcher.send("task-started", {"uuid": str(number)})
     due = dispatcher.due()
     assert due is not None and due > time.monotonic()
-    dispatcher.send("task-started", uuid="last")
+    dispatcher.send("task-started", {"uuid": "last"})
     due = dispatcher.due()
     assert due is not None and due <= time.monotonic()
     dispatcher.flush(connection)
@@ -144,7 +144,7 @@ def test_publish_due_sends_full_arrays_and_keeps_the_open_one_until_its_time(mon
     connection, got = _tapped("task.#")
     dispatcher = EventDispatcher("w@h")
     for number in range(MULTI_LIMIT + 5):
-        dispatcher.send("task-started", uuid=str(number))
+        dispatcher.send("task-started", {"uuid": str(number)})
     dispatcher.publish_due(connection)
     connection.wait(0.5)
     assert [len(json.loads(delivery.body)) for delivery in got] == [MULTI_LIMIT]
@@ -162,7 +162,7 @@ def test_publish_due_sends_the_open_array_once_its_oldest_event_has_waited(monke
     monkeypatch.setattr(monitor, "BUFFER_TIME", 0.0)  # due as soon as it is sent
     connection, got = _tapped("task.#")
     dispatcher = EventDispatcher("w@h")
-    dispatcher.send("task-received", uuid="u1")
+    dispatcher.send("task-received", {"uuid": "u1"})
     dispatcher.publish_due(connection)
     connection.wait(0.5)
     assert [[event["uuid"] for event in json.loads(delivery.body)] for delivery in got] == [["u1"]]
