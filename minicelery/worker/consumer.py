@@ -13,7 +13,8 @@ out — or after the outcome with ``acks_late``. A message is never acked before
 settled once it is. Bad messages are refused (logged, rejected without requeue, answered with a FAILURE
 when the sender waits) and the worker never crashes or loops on one. Remote control and monitoring
 events hook in through one optional object, :attr:`Consumer.control` (``worker/remote.py``): told of
-each new connection, given a moment in each turn, and flushed with the results. Celery's counterpart is
+each new connection, given a moment in each turn, and flushed at its end, after the results, the acks
+and the jobs: nothing the turn does waits for a monitor. Celery's counterpart is
 ``celery.worker.consumer.Consumer`` with its blueprint steps, ``strategy`` and ``request``.
 """
 
@@ -128,6 +129,8 @@ class Consumer:
             self.connection.wait(0)
             self.dispatch.outbox.written()
             self.dispatch.submit_accepted()
+        if self.control is not None:  # events go last: the turn's results, acks and jobs wait for none
+            self.control.flush(self.connection)
 
     def _timeout(self) -> float:
         """How long the next wait may last: until the next ETA, time limit or event flush, at most
@@ -232,8 +235,6 @@ class Consumer:
         """Hand the results, then the acks and rejects decided so far, to the connection (they leave in
         its next wait)."""
         self.dispatch.outbox.publish(self.connection)
-        if self.control is not None:
-            self.control.flush(self.connection)
         for call in self.dispatch.acks.flush():
             if call.op == "ack":
                 self.connection.ack(call.tag, multiple=call.multiple)
