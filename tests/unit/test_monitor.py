@@ -7,6 +7,9 @@ import json
 import time
 import uuid
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from minicelery import monitor
 from minicelery.clock import LamportClock
 from minicelery.memory import MemoryTransport
@@ -28,6 +31,51 @@ def test_an_event_has_celerys_common_fields_in_celerys_order():
     assert list(built) == ["hostname", "utcoffset", "pid", "clock", "uuid", "result", "timestamp", "type"]
     assert built == {"hostname": "w@h", "utcoffset": -1.0, "pid": 42, "clock": 3, "uuid": "u", "result": "5",
                      "timestamp": 1.5, "type": "task-succeeded"}
+
+
+#: The type's own fields: any JSON-able values under names other than the common ones.
+_FIELDS = st.dictionaries(
+    st.text(min_size=1, max_size=8).filter(lambda k: k not in {"hostname", "utcoffset", "pid", "clock",
+                                                                  "timestamp", "type"}),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20), max_size=5)
+
+
+@given(_FIELDS, st.integers(0, 2**40), st.floats(allow_nan=False, allow_infinity=False))
+def test_any_event_keeps_the_common_fields_around_its_own(fields, clock, timestamp):
+    built = event("task-custom", fields, hostname="w@h", clock=clock, pid=1, offset=0.0, timestamp=timestamp)
+    assert list(built) == ["hostname", "utcoffset", "pid", "clock", *fields, "timestamp", "type"]
+    assert {k: built[k] for k in fields} == fields
+    assert (built["clock"], built["timestamp"], built["type"]) == (clock, timestamp, "task-custom")
+    assert json.loads(json.dumps(built)) == built
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 2 * MULTI_LIMIT + 1), max_size=4), _FIELDS)
+def test_whatever_is_sent_reaches_the_wire_in_order_in_full_arrays(runs, fields):
+    # Runs of task events, each run closed by a worker event: arrays fill up to the limit, in order.
+    sent: list[tuple[str, dict]] = []
+    expected: list = []  # an array's length, or "worker" for a worker event
+    for run in runs:
+        sent += [("task-started", {**fields, "number": len(sent) + i}) for i in range(run)]
+        expected += [min(MULTI_LIMIT, run - start) for start in range(0, run, MULTI_LIMIT)]
+        sent.append(("worker-heartbeat", dict(fields)))
+        expected.append("worker")
+    connection, got = _tapped("#")
+    dispatcher = EventDispatcher("w@h")
+    for event_type, event_fields in sent:
+        dispatcher.send(event_type, event_fields)
+    dispatcher.flush(connection)
+    bodies: list = []
+    received: list = []
+    deadline = time.monotonic() + 10
+    while len(received) < len(sent) and time.monotonic() < deadline:
+        connection.wait(0.05)
+        bodies = [json.loads(delivery.body) for delivery in got]
+        received = [e for body in bodies for e in (body if isinstance(body, list) else [body])]
+    assert [len(body) if isinstance(body, list) else "worker" for body in bodies] == expected
+    assert [(e["type"], {k: e[k] for k in f}) for e, (_, f) in zip(received, sent, strict=True)] == sent
+    assert [e["clock"] for e in received] == list(range(1, len(sent) + 1))
+    connection.close()
 
 
 def test_utcoffset_is_hours_west_of_utc():
