@@ -32,7 +32,7 @@ from .clock import LamportClock
 from .transport import Connection
 
 __all__ = ["event", "routing_key", "utcoffset", "worker_fields", "EventDispatcher", "SW_IDENT",
-           "HEARTBEAT_FREQ", "MULTI_LIMIT", "BUFFER_TIME", "task_sent"]
+           "HEARTBEAT_FREQ", "MULTI_LIMIT", "MULTI_MAX_BYTES", "BUFFER_TIME", "task_sent"]
 
 #: What ``sw_ident`` says (Flower shows it; Celery checks nothing).
 SW_IDENT = "py-minicelery"
@@ -43,6 +43,11 @@ HEARTBEAT_FREQ = 2.0
 #: The most task events one ``task.multi`` array carries. Celery's dispatcher flushes its buffer at 24;
 #: receivers take arrays of any length, and each message costs a busy worker about 50 µs to publish.
 MULTI_LIMIT = 100
+
+#: The largest ``task.multi`` body sent as one message: a larger array (a burst of failures with long
+#: tracebacks) is split, far below what brokers refuse (``max_message_size``, 16 MiB on RabbitMQ 4 and
+#: the embedded broker), which would close the worker's channel.
+MULTI_MAX_BYTES = 1 << 20
 
 #: Seconds a task event may wait for others to share its message (Celery's waits for the next loop turn;
 #: a monitor does not see the difference, a worker running thousands of tasks a second does).
@@ -166,10 +171,18 @@ class EventDispatcher:
             connection.declare_exchange(self.exchange, "topic", durable=True)
             self._declared_on = connection
         for key, body in ready:
-            content_type, encoding, data = serialization.dumps(body, self.serializer)
-            properties = {"content_type": content_type, "content_encoding": encoding, "delivery_mode": 1,
-                          "priority": 0, "headers": {"hostname": self.hostname}}
-            connection.publish(data, properties, exchange=self.exchange, routing_key=key)
+            self._publish(connection, key, body)
+
+    def _publish(self, connection: Connection, key: str, body: Any) -> None:
+        content_type, encoding, data = serialization.dumps(body, self.serializer)
+        if key == "task.multi" and len(data) > MULTI_MAX_BYTES and len(body) > 1:
+            half = len(body) // 2  # rare (long tracebacks): two messages, each measured again
+            self._publish(connection, key, body[:half])
+            self._publish(connection, key, body[half:])
+            return
+        properties = {"content_type": content_type, "content_encoding": encoding, "delivery_mode": 1,
+                      "priority": 0, "headers": {"hostname": self.hostname}}
+        connection.publish(data, properties, exchange=self.exchange, routing_key=key)
 
     def forget_connection(self) -> None:
         """The connection was replaced: declare the exchange again on the next one."""

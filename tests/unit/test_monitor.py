@@ -141,6 +141,32 @@ def test_a_task_multi_array_holds_at_most_multi_limit_events_in_order():
     connection.close()
 
 
+def test_an_array_too_large_for_one_message_is_split_in_order(monkeypatch):
+    monkeypatch.setattr(monitor, "MULTI_MAX_BYTES", 4000)
+    connection, got = _tapped("task.#")
+    dispatcher = EventDispatcher("w@h")
+    for number in range(20):  # about 1,200 bytes of JSON each: about 24,000 in all
+        dispatcher.send("task-failed", {"uuid": str(number), "traceback": "x" * 1000})
+    dispatcher.flush(connection)
+    connection.wait(0.5)
+    assert all(len(delivery.body) <= 4000 for delivery in got) and len(got) > 1
+    arrays = [json.loads(delivery.body) for delivery in got]
+    assert [event["uuid"] for array in arrays for event in array] == [str(n) for n in range(20)]
+    connection.close()
+
+
+def test_one_event_larger_than_the_bound_still_travels_alone(monkeypatch):
+    monkeypatch.setattr(monitor, "MULTI_MAX_BYTES", 500)
+    connection, got = _tapped("task.#")
+    dispatcher = EventDispatcher("w@h")
+    dispatcher.send("task-failed", {"uuid": "big", "traceback": "x" * 1000})
+    dispatcher.send("task-started", {"uuid": "small"})
+    dispatcher.flush(connection)
+    connection.wait(0.5)
+    assert [[event["uuid"] for event in json.loads(d.body)] for d in got] == [["big"], ["small"]]
+    connection.close()
+
+
 def test_worker_events_travel_one_by_one_in_the_order_sent():
     connection, got = _tapped("#")
     dispatcher = EventDispatcher("w@h")
