@@ -174,9 +174,11 @@ class EventDispatcher:
             self._publish(connection, key, body)
 
     def _publish(self, connection: Connection, key: str, body: Any) -> None:
+        """Publish one event or array; an array over :data:`MULTI_MAX_BYTES` goes as two halves, each
+        measured again (rare: a burst of long tracebacks)."""
         content_type, encoding, data = serialization.dumps(body, self.serializer)
         if key == "task.multi" and len(data) > MULTI_MAX_BYTES and len(body) > 1:
-            half = len(body) // 2  # rare (long tracebacks): two messages, each measured again
+            half = len(body) // 2
             self._publish(connection, key, body[:half])
             self._publish(connection, key, body[half:])
             return
