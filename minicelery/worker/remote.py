@@ -99,7 +99,8 @@ class Remote:
             self.send_heartbeat(wakeup=False)
 
     def flush(self, connection: Connection) -> None:
-        """Publish the events that are due (after the results of the turn)."""
+        """Publish the events that are due (at the end of the consumer's turn, after its results, acks
+        and jobs)."""
         self.events.publish_due(connection)
 
     def next_deadline(self) -> float | None:
