@@ -1,9 +1,10 @@
 """The command line: ``python -m minicelery -A proj worker`` and friends.
 
-Sub-commands ``worker`` (``-B`` runs beat beside it, ``--embedded-broker`` a broker), ``beat``,
-``call``, ``result``, ``purge``, ``report``, the operating commands ``inspect``, ``control`` and
-``events`` (in ``cli_control``), ``broker`` (the embedded AMQP broker, :mod:`minicelery.embedded`) and
-``demo``; ``-A/--app`` and ``-b/--broker`` may come before or after the sub-command, as with Celery.
+Sub-commands ``worker`` (``-B`` runs beat beside it, ``--embedded-broker`` a broker), ``beat`` (in
+``cli_beat``), ``call``, ``result``, ``purge``, ``report``, the operating commands ``inspect``,
+``control`` and ``events`` (in ``cli_control``), ``broker`` (the embedded AMQP broker,
+:mod:`minicelery.embedded`) and ``demo``; ``-A/--app`` and ``-b/--broker`` may come before or after the
+sub-command, as with Celery.
 Errors that users cause (an app that cannot be found, a bad option, an unreachable broker, bad
 configuration) print one paragraph, no traceback, and exit with a named code from :data:`EXIT_CODES`.
 Celery's counterpart is ``celery.bin`` (click based); left out are ``multi``, ``status`` and ``shell``.
@@ -14,20 +15,17 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import logging
 import os
 import platform
-import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import __version__, cli_control, log
+from . import __version__, cli_beat, cli_control, exceptions, log
 from .app import Celery
 from .embedded import add_broker_parser, broker_command, with_embedded_broker
-from .exceptions import BrokerDataError, CeleryError, ImproperlyConfigured, OperationalError, TimeoutError
+from .exceptions import UsageError
 from .imports import find_app
 from .protocol import read_time_limit
 
@@ -44,16 +42,12 @@ EX_CONFIG = 78      #: the configuration is invalid
 
 #: The one place where exception families become exit codes (checked in order).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (OperationalError, EX_UNAVAILABLE),
-    (BrokerDataError, EX_DATAERR),
-    (ImproperlyConfigured, EX_CONFIG),
-    (TimeoutError, EX_TEMPFAIL),
-    (CeleryError, EX_FAILURE),
+    (exceptions.OperationalError, EX_UNAVAILABLE),
+    (exceptions.BrokerDataError, EX_DATAERR),
+    (exceptions.ImproperlyConfigured, EX_CONFIG),
+    (exceptions.TimeoutError, EX_TEMPFAIL),
+    (exceptions.CeleryError, EX_FAILURE),
 )
-
-
-class UsageError(Exception):
-    """A command-line mistake: reported in one paragraph with exit code ``EX_USAGE``."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,14 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also run beat, in a child process stopped with the worker (needs -A)")
     worker.add_argument("-s", "--schedule-filename", "--schedule", dest="schedule",
                         help="beat's schedule file, with -B (default: beat_schedule_filename)")
-    beat = sub.add_parser("beat", help="send the periodic tasks of beat_schedule when they are due")
-    _common(beat, argparse.SUPPRESS)
-    beat.add_argument("-l", "--loglevel", default="WARNING", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
-    beat.add_argument("-s", "--schedule", help="the schedule file (default: beat_schedule_filename)")
-    beat.add_argument("--max-interval", type=float,
-                      help="longest sleep between checks, in seconds (default: beat_max_loop_interval, "
-                           "else 300)")
-    beat.add_argument("--embedded", action="store_true", help=argparse.SUPPRESS)  # run by `worker -B`
+    cli_beat.add_parser(sub, lambda parser: _common(parser, argparse.SUPPRESS))
     call = sub.add_parser("call", help="send a task by name and print its id")
     _common(call, argparse.SUPPRESS)
     call.add_argument("name")
@@ -212,13 +199,6 @@ def _level(args: argparse.Namespace) -> int:
         raise UsageError(f"minicelery {args.command}: {exc}")
 
 
-def _quiet_pika(level: int) -> None:
-    if level > logging.DEBUG:
-        # pika logs each failed connection attempt at ERROR, with a traceback; the worker and beat report
-        # the failure themselves, in one paragraph (and one log line per attempt).
-        logging.getLogger("pika").setLevel(logging.CRITICAL)
-
-
 def worker_command(app: Celery, args: argparse.Namespace) -> int:
     """``worker``: run a worker until it is shut down (with ``-B``, beat in a child process beside it)."""
     from .worker.worker import Worker  # the worker (and multiprocessing) load only for this command
@@ -231,7 +211,6 @@ def worker_command(app: Celery, args: argparse.Namespace) -> int:
     if args.soft_time_limit is not None:
         conf.task_soft_time_limit = soft
     log.setup(level)
-    _quiet_pika(level)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     worker = Worker(app, hostname=args.hostname, concurrency=args.concurrency, queues=queues,
                     loglevel=level, prefetch_multiplier=args.prefetch_multiplier,
@@ -239,64 +218,17 @@ def worker_command(app: Celery, args: argparse.Namespace) -> int:
                     heartbeat=0 if args.without_heartbeat else None, app_spec=args.app,
                     start_method=args.start_method, time_limit=hard, soft_time_limit=soft,
                     task_events=args.task_events, heartbeats=not args.without_heartbeat)
-    beat = _start_embedded_beat(args) if args.beat else None
+    beat = cli_beat.start_embedded(args) if args.beat else None
     try:
         return with_embedded_broker(conf.broker_url, worker.start) if args.embedded_broker else worker.start()
     finally:
         if beat is not None:
-            _stop_embedded_beat(beat)
-
-
-def _start_embedded_beat(args: argparse.Namespace) -> subprocess.Popen[bytes]:
-    """Start ``python -m minicelery -A <app> beat --embedded`` as a child of this worker.
-
-    A fresh interpreter (not a fork) loads the app by its ``-A`` name, so beat shares nothing with the
-    worker's pool or its broker connection. Its stdin is a pipe from the worker: when the worker dies,
-    even by SIGKILL, the pipe ends and beat stops itself. Its log goes to the worker's stderr.
-    """
-    if not args.app:
-        raise UsageError("minicelery worker -B: give the app with -A/--app, so that the beat process can "
-                         "load it too")
-    broker = ["-b", args.broker] if args.broker else []
-    schedule = ["-s", args.schedule] if args.schedule else []
-    command = [sys.executable, "-m", "minicelery", "-A", args.app, *broker,
-               "beat", "--embedded", "-l", args.loglevel, *schedule]
-    return subprocess.Popen(command, stdin=subprocess.PIPE)
-
-
-def _stop_embedded_beat(beat: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM, then wait (beat writes its schedule file and exits 0); SIGKILL if it hangs."""
-    if beat.poll() is None:
-        beat.send_signal(signal.SIGTERM)
-    try:
-        code = beat.wait(timeout)
-    except subprocess.TimeoutExpired:
-        beat.kill()
-        code = beat.wait()
-    if beat.stdin is not None:
-        beat.stdin.close()
-    if code != EX_OK:
-        logging.getLogger(__name__).warning("The embedded beat (pid %d) exited with code %d.", beat.pid, code)
+            cli_beat.stop_embedded(beat)
 
 
 def beat_command(app: Celery, args: argparse.Namespace) -> int:
-    """``beat``: send the periodic tasks of ``beat_schedule`` when due, until SIGTERM or SIGINT (exit 0)."""
-    from .beat import Service  # beat (and the schedules) load only for this command
-
-    level = _level(args)
-    if args.max_interval is not None and args.max_interval <= 0:
-        raise UsageError("minicelery beat: --max-interval must be a positive number of seconds")
-    # As Celery's `worker -B` child, an embedded beat's lines say `Beat` where a process name goes.
-    log.setup(level, log.LOG_FORMAT.replace("%(processName)s", "Beat") if args.embedded else log.LOG_FORMAT)
-    _quiet_pika(level)
-    service = Service(app, max_interval=args.max_interval, schedule_filename=args.schedule)
-    if args.embedded:
-        service.stop_at_end_of(sys.stdin.fileno())
-    else:
-        print(service.banner(args.loglevel, __version__), flush=True)
-    service.install_signal_handlers()
-    service.start()
-    return EX_OK
+    """``beat``: see :mod:`minicelery.cli_beat`."""
+    return cli_beat.beat_command(app, args, _level(args))
 
 
 def call_command(app: Celery, args: argparse.Namespace) -> int:

@@ -36,7 +36,8 @@ The tree::
     ├── TimeLimitExceeded                 the task hit its hard time limit and its process was killed
     ├── WorkerLostError                   the process running the task died
     ├── Terminated                        the task was terminated by a cold shutdown
-    └── ParseException                    a crontab field that cannot be read (not a ValueError)
+    ├── ParseException                    a crontab field that cannot be read (not a ValueError)
+    └── UsageError                        a command-line mistake (exit code 64, no traceback)
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ __all__ = [
     "Terminated",
     "TimeLimitExceeded",
     "TimeoutError",
+    "UsageError",
     "WorkerLostError",
     "WIRE_MODULES",
 ]
@@ -279,6 +281,11 @@ class Terminated(Exception):
 
 class ParseException(Exception):
     """Raised by ``crontab_parser`` for a field it cannot read; like Celery's, it is not a ValueError."""
+
+
+class UsageError(Exception):
+    """A command-line mistake (a bad option, no app): the command line reports it in one paragraph and
+    exits with ``EX_USAGE``. Celery's is click's ``UsageError``."""
 
 
 class CeleryWarning(UserWarning):

@@ -37,4 +37,6 @@ def setup(level: int, fmt: str = LOG_FORMAT, stream: object = None) -> None:
     handler._minicelery = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    logging.getLogger("pika").setLevel(max(level, logging.WARNING))
+    # pika logs each failed connection attempt at ERROR, with a traceback; minicelery reports the failure
+    # itself, in one paragraph (and one log line per attempt). Its warnings and errors show at DEBUG only.
+    logging.getLogger("pika").setLevel(logging.WARNING if level <= logging.DEBUG else logging.CRITICAL)

@@ -25,7 +25,7 @@ LAYERS = {
     # beside the app: the optional beat subsystem (the core never imports it)
     "crontab_parser": 5, "schedules": 5, "beat_store": 5, "beat": 5,
     "worker": 6,
-    "cli": 7, "cli_control": 7, "embedded": 7, "demo": 7, "__main__": 7, "testing": 7, "__init__": 8,
+    "cli": 7, "cli_control": 7, "cli_beat": 7, "embedded": 7, "demo": 7, "__main__": 7, "testing": 7, "__init__": 8,
     # the embedded AMQP broker: a package of its own beside the layers (it imports nothing of minicelery,
     # and only the command line imports it: test_only_the_command_line_imports_the_broker...)
     "broker": 0,
@@ -41,7 +41,7 @@ BROKER_PIKA = {"broker.frames", "broker.methods", "broker.channel", "broker.conn
                "broker.handshake"}
 SOLE_HOMES = {"pika": {"amqp.client", "amqp.connection", "amqp.stream", "amqp.wire"} | BROKER_PIKA,
               "multiprocessing": {"worker.pool"},
-              "argparse": {"cli"}, "msgpack": {"serialization"}}
+              "argparse": {"cli", "cli_beat"}, "msgpack": {"serialization"}}
 
 FORBIDDEN = {"celery", "kombu", "billiard", "vine", "amqp"}
 
@@ -214,7 +214,7 @@ def code_lines(path: Path) -> int:
 #: Optional subsystems, each with a code-line budget of its own; they count in neither total below.
 OPTIONAL_BUDGETS = {
     "canvas": (("canvas", "chords", "canvas_send", "followup", "builtin_tasks", "resultset", "filesystem"), 950),
-    "beat": (("periodic", "crontab_parser", "schedules", "beat", "beat_store"), 800),
+    "beat": (("periodic", "crontab_parser", "schedules", "beat", "beat_store", "cli_beat"), 800),
     "control": (("pidbox", "monitor", "control", "cli_control", "worker.control", "worker.remote",
                  "worker.inspect", "worker.revoked", "exchanges"), 930),
 }
@@ -236,7 +236,10 @@ def test_line_budget():
     dispatcher's closed arrays (issue 13) took the control subsystem from 918 to 921, and passing an
     event's own fields as one dict instead of as keywords (a third less of the main process's CPU for
     task events, docs/performance.md "Task events") to 922; splitting a ``task.multi`` array too large for
-    one message (arrays of 100 events can hold 100 long tracebacks) to 930. Getting under 4,579 is open.
+    one message (arrays of 100 events can hold 100 long tracebacks) to 930. Beat's command line
+    (``cli_beat``: the ``beat`` command, ``worker -B``'s child) left ``cli.py``, which stood at 386 lines of
+    its 400, for the beat subsystem, and ``UsageError`` moved to ``exceptions``: 5,506 (core 3,837).
+    Under 4,579 is out of reach without dropping what issues 9-14 asked for (see docs/architecture.md).
     """
     # the embedded broker is an optional subsystem with its own budget (test_broker_line_budget)
     counts = {module_name(p): code_lines(p) for p in all_modules() if module_name(p).split(".")[0] not in BROKER}
@@ -244,8 +247,8 @@ def test_line_budget():
         used = sum(counts.pop(name, 0) for name in modules)
         assert used <= budget, f"the {subsystem} subsystem has {used} lines of code (budget {budget})"
     core = sum(n for name, n in counts.items() if not name.startswith(("worker.", "cli", "__main__")))
-    assert core <= 3835, f"the core has {core} lines of code"
-    assert sum(counts.values()) <= 5551, f"the package has {sum(counts.values())} lines of code"
+    assert core <= 3837, f"the core has {core} lines of code"
+    assert sum(counts.values()) <= 5506, f"the package has {sum(counts.values())} lines of code"
 
 
 def test_broker_line_budget():
