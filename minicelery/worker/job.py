@@ -126,10 +126,12 @@ class JobHandler:
 
     @staticmethod
     def _log(task: Any, job: Job, outcome: Outcome) -> None:
-        # Bounded, as Celery's saferepr: a 20 MB return value must not make a 20 MB log line.
+        # Bounded, as Celery's saferepr: a 20 MB return value must not make a 20 MB log line. Built only
+        # when the line is written: at the worker's default level (WARNING) a success logs nothing.
         if outcome.state == states.SUCCESS:
-            logger.info("Task %s[%s] succeeded in %ss: %s", task.name, job.id, outcome.runtime,
-                        saferepr(outcome.value, task.resultrepr_maxsize))
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("Task %s[%s] succeeded in %ss: %s", task.name, job.id, outcome.runtime,
+                            saferepr(outcome.value, task.resultrepr_maxsize))
         elif outcome.state == states.RETRY:
             logger.info("Task %s[%s] retry: %s", task.name, job.id, outcome.retry)
         elif outcome.state == states.FAILURE:
