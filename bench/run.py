@@ -19,7 +19,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     results: dict[str, Any] = {
         "meta": {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "mode": "quick" if args.quick else "full", "plan": plan,
             "python": python, "python_version": platform.python_version(),
             "comparison_python": comparison,

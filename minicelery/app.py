@@ -21,7 +21,7 @@ import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -182,8 +182,8 @@ class Celery:
         if name:
             return ZoneInfo(name)
         if self.conf.enable_utc:
-            return timezone.utc
-        return datetime.now().astimezone().tzinfo or timezone.utc
+            return UTC
+        return datetime.now().astimezone().tzinfo or UTC
 
     def now(self) -> datetime:
         """The current time as an aware datetime in the app's time zone."""

@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from . import serialization
@@ -148,7 +148,7 @@ _HUMAN = {"worker-online": "started", "worker-heartbeat": "heartbeat", "worker-o
 def format_event(event: dict[str, Any], names: dict[str, str]) -> str:
     """One event as ``celery events --dump`` prints it; ``names`` caches each task's description."""
     event = dict(event)
-    stamp = datetime.fromtimestamp(event.pop("timestamp"), timezone.utc)
+    stamp = datetime.fromtimestamp(event.pop("timestamp"), UTC)
     kind = str(event.pop("type")).lower()
     hostname = event.pop("hostname")
     human = _HUMAN.get(kind, kind.replace("-", " "))

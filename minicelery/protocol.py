@@ -32,7 +32,7 @@ __all__ = [
     "parse_iso", "read_time_limit", "result_meta",
 ]
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def aware(when: datetime.datetime) -> datetime.datetime:

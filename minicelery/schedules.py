@@ -11,7 +11,7 @@ DST change. Celery's counterpart is ``celery.schedules``; left out is ``solar``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, NamedTuple
 
 from ._state import get_current_app
@@ -20,7 +20,6 @@ from .exceptions import ParseException
 
 __all__ = ["ParseException", "schedstate", "schedule", "crontab", "crontab_parser", "maybe_schedule"]
 
-UTC = timezone.utc
 _ONE_DAY = timedelta(days=1)
 #: How far the search for a matching day may go: 29 February on a given weekday can be 40 years away.
 _MAX_DAYS = 366 * 401

@@ -47,12 +47,10 @@ def _step(loop: Loop, timeout: float | None) -> None:
     pika decodes a field table recursively, two Python calls per level, so a hostile message nested a
     few thousand levels deep (it fits in one 128 KiB frame) would raise ``RecursionError`` in the middle
     of pika's read, lose the connection, and be redelivered forever. The limit is raised while the loop
-    runs and restored after; the worker then refuses the message by its depth (``protocol``). Only from
-    Python 3.11, whose Python-to-Python calls no longer use the C stack, so a deep recursion is safe.
+    runs and restored after; the worker then refuses the message by its depth (``protocol``). This is
+    safe because since Python 3.11 Python-to-Python calls no longer use the C stack (on 3.10 it was not,
+    which is why minicelery needs 3.11).
     """
-    if sys.version_info < (3, 11):
-        loop.run_once(timeout)
-        return
     previous = sys.getrecursionlimit()
     sys.setrecursionlimit(previous + DECODE_DEPTH)
     try:
@@ -240,8 +238,9 @@ class AmqpConnection:
         try:
             _step(self._loop, max(0.0, timeout))
         except (*PIKA_ERRORS, OSError, RecursionError) as exc:
-            # RecursionError: pika's decoder met a header table nested too deep to decode (Python 3.10;
-            # see _step); what it read is lost with the connection, and the broker redelivers the message.
+            # RecursionError: pika's decoder met a header table nested deeper than _step makes room for
+            # (it cannot, within pika's frame_max; kept as the last line of defence): what it read is lost
+            # with the connection, and the broker redelivers the message.
             self._lost = self._lost or exc
         self._check()
 

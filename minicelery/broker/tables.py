@@ -10,7 +10,7 @@ entry's bytes so a header table can be edited without re-encoding the values it 
 from __future__ import annotations
 
 import struct
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -161,4 +161,4 @@ def encode_table(table: dict[str, Any]) -> bytes:
 
 def now_timestamp() -> Timestamp:
     """The current time as an AMQP timestamp."""
-    return Timestamp(int(datetime.now(timezone.utc).timestamp()))
+    return Timestamp(int(datetime.now(UTC).timestamp()))

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Container
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import states
@@ -94,10 +94,10 @@ class Dispatcher:
             if self._discarded(found):
                 return None
             eta = found.headers.eta
-            if eta is not None and eta > datetime.now(timezone.utc):
+            if eta is not None and eta > datetime.now(UTC):
                 # Celery receives ETA tasks at once and keeps them unacked; the prefetch window grows by
                 # one per held message (see Consumer._update_qos) so that the other tasks keep flowing.
-                due = time.monotonic() + (eta - datetime.now(timezone.utc)).total_seconds()
+                due = time.monotonic() + (eta - datetime.now(UTC)).total_seconds()
                 self.requests.hold(found, due)
             else:
                 self.requests.ready.append(found)
@@ -122,7 +122,7 @@ class Dispatcher:
         expires = request.headers.expires
         if request.headers.id in self.revoked:
             reason = "revoked"
-        elif expires is not None and expires <= datetime.now(timezone.utc):
+        elif expires is not None and expires <= datetime.now(UTC):
             reason = "expired"
         else:
             return False

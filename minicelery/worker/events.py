@@ -9,7 +9,7 @@ billiard's ``ApplyResult`` calls (``accept_callback``, ``callback``, ``error_cal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 __all__ = ["ChildExited", "JobDone", "JobLost", "JobStarted", "PoolEvent", "SoftLimitExceeded"]
 
@@ -60,4 +60,4 @@ class ChildExited:
     reason: str
 
 
-PoolEvent = Union[JobStarted, JobDone, JobLost, SoftLimitExceeded, ChildExited]  # noqa: UP007 (3.10)
+PoolEvent = JobStarted | JobDone | JobLost | SoftLimitExceeded | ChildExited

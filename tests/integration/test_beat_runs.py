@@ -12,7 +12,7 @@ import re
 import signal
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pika
@@ -26,7 +26,7 @@ from minicelery.beat import Scheduler
 from minicelery.beat_store import ScheduleFile
 from minicelery.schedules import crontab
 
-UTC = timezone.utc
+UTC = UTC
 SEND_LINE = r"Scheduler: Sending due task tick-every \(btasks\.tick\)$"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import socket
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -199,7 +199,7 @@ def test_countdown_task_does_not_block_the_only_child_nor_the_prefetch_window(st
 
 def test_eta_task_runs_after_its_time(start_worker, client_app):
     worker = start_worker(concurrency=1)
-    eta = datetime.now(timezone.utc) + timedelta(seconds=1.5)
+    eta = datetime.now(UTC) + timedelta(seconds=1.5)
     result = _send(wtasks.stamp, worker, eta=eta)
     assert result.get(timeout=TIMEOUT) >= eta.timestamp()
 
@@ -207,7 +207,7 @@ def test_eta_task_runs_after_its_time(start_worker, client_app):
 @pytest.mark.parametrize("expires", [-1, "datetime"], ids=["expires=-1", "expired-datetime"])
 def test_expired_task_is_revoked_and_never_runs(shared_worker, client_app, counter_file, expires):
     if expires == "datetime":
-        expires = datetime.now(timezone.utc) - timedelta(seconds=30)
+        expires = datetime.now(UTC) - timedelta(seconds=30)
     result = _send(wtasks.counter, shared_worker, (counter_file,), expires=expires)
     with pytest.raises(TaskRevokedError, match="expired"):
         result.get(timeout=TIMEOUT)

@@ -38,7 +38,7 @@ from minicelery.protocol import decode_body, parse_headers
 
 pytestmark = [pytest.mark.interop, pytest.mark.broker]
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 ACCEPT = ("json", "msgpack")
 #: The arguments Celery's rpc backend gives its reply queue: durable, auto-delete, one day of x-expires.
 REPLY_QUEUE_ARGUMENTS = {"durable": True, "auto_delete": True, "exclusive": False,

@@ -7,7 +7,7 @@ day fields allow). Interval schedules count elapsed time, so the next run never 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from minicelery import Celery
 from minicelery.schedules import crontab, schedule
 
-UTC = timezone.utc
+UTC = UTC
 ZONES = ["UTC", "Asia/Kolkata"]  # zones without DST: every wall-clock minute exists exactly once
 DST_ZONES = ["Europe/Berlin", "America/New_York"]
 

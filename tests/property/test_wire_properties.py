@@ -23,7 +23,7 @@ from minicelery.protocol import (
 from minicelery.saferepr import saferepr
 from minicelery.serialization import accepted, dumps, loads
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 NOW = datetime.datetime(2026, 1, 1, tzinfo=UTC)
 KNOWN_TYPES = ["application/json", "application/x-msgpack", "application/x-python-serialize",
                "application/x-yaml"]

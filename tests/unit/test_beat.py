@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import shelve
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -21,7 +21,7 @@ from minicelery.beat_store import FORMAT, ScheduleFile, StoredEntry, StoredState
 from minicelery.exceptions import ScheduleFileError, SchedulingError
 from minicelery.schedules import crontab, schedule
 
-UTC = timezone.utc
+UTC = UTC
 START = datetime(2026, 12, 6, 11, 33, 24, 400000, tzinfo=UTC)
 
 

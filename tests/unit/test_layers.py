@@ -239,6 +239,7 @@ def test_line_budget():
     one message (arrays of 100 events can hold 100 long tracebacks) to 930. Beat's command line
     (``cli_beat``: the ``beat`` command, ``worker -B``'s child) left ``cli.py``, which stood at 386 lines of
     its 400, for the beat subsystem, and ``UsageError`` moved to ``exceptions``: 5,505 (core 3,837).
+    Python 3.11 as the oldest supported took the 3.10 branch of ``amqp/connection._step``: 5,502 (3,834).
     Under 4,579 is out of reach without dropping what issues 9-14 asked for (see docs/architecture.md).
     """
     # the embedded broker is an optional subsystem with its own budget (test_broker_line_budget)
@@ -247,8 +248,8 @@ def test_line_budget():
         used = sum(counts.pop(name, 0) for name in modules)
         assert used <= budget, f"the {subsystem} subsystem has {used} lines of code (budget {budget})"
     core = sum(n for name, n in counts.items() if not name.startswith(("worker.", "cli", "__main__")))
-    assert core <= 3837, f"the core has {core} lines of code"
-    assert sum(counts.values()) <= 5505, f"the package has {sum(counts.values())} lines of code"
+    assert core <= 3834, f"the core has {core} lines of code"
+    assert sum(counts.values()) <= 5502, f"the package has {sum(counts.values())} lines of code"
 
 
 def test_broker_line_budget():

@@ -23,7 +23,7 @@ from minicelery.protocol import (
     result_meta,
 )
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 NOW = datetime.datetime(2026, 11, 24, 0, 20, 41, 469234, tzinfo=UTC)
 HEADER_KEYS = ["lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
                "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",

@@ -6,7 +6,7 @@ next run = now + ``remaining_estimate(last_run_at)``; the last column is ``is_du
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,7 +15,7 @@ from minicelery import Celery
 from minicelery.exceptions import ParseException
 from minicelery.schedules import crontab, crontab_parser, maybe_schedule, schedstate, schedule
 
-UTC = timezone.utc
+UTC = UTC
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 

@@ -37,7 +37,7 @@ def test_msgpack_content_type_and_bin_type():
 
 @pytest.mark.parametrize(("value", "wire"), [
     (datetime.datetime(2024, 1, 2, 3, 4, 5), '{"__type__": "datetime", "__value__": "2024-01-02T03:04:05"}'),
-    (datetime.datetime(2024, 1, 2, tzinfo=datetime.timezone.utc),
+    (datetime.datetime(2024, 1, 2, tzinfo=datetime.UTC),
      '{"__type__": "datetime", "__value__": "2024-01-02T00:00:00+00:00"}'),
     (datetime.date(2024, 1, 2), '{"__type__": "date", "__value__": "2024-01-02"}'),
     (datetime.time(3, 4, 5, 6), '{"__type__": "time", "__value__": "03:04:05.000006"}'),
