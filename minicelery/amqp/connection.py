@@ -47,9 +47,9 @@ def _step(loop: Loop, timeout: float | None) -> None:
     pika decodes a field table recursively, two Python calls per level, so a hostile message nested a
     few thousand levels deep (it fits in one 128 KiB frame) would raise ``RecursionError`` in the middle
     of pika's read, lose the connection, and be redelivered forever. The limit is raised while the loop
-    runs and restored after; the worker then refuses the message by its depth (``protocol``). This is
-    safe because since Python 3.11 Python-to-Python calls no longer use the C stack (on 3.10 it was not,
-    which is why minicelery needs 3.11).
+    runs and restored after; the worker then refuses the message by its depth (``protocol``). A deep
+    recursion is safe since Python 3.11, whose Python-to-Python calls no longer use the C stack (on 3.10
+    they did, so the limit could not be raised there: one reason minicelery needs 3.11).
     """
     previous = sys.getrecursionlimit()
     sys.setrecursionlimit(previous + DECODE_DEPTH)

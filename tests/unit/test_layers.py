@@ -25,7 +25,8 @@ LAYERS = {
     # beside the app: the optional beat subsystem (the core never imports it)
     "crontab_parser": 5, "schedules": 5, "beat_store": 5, "beat": 5,
     "worker": 6,
-    "cli": 7, "cli_control": 7, "cli_beat": 7, "embedded": 7, "demo": 7, "__main__": 7, "testing": 7, "__init__": 8,
+    "cli": 7, "cli_control": 7, "cli_beat": 7, "embedded": 7, "demo": 7, "__main__": 7, "testing": 7,
+    "__init__": 8,
     # the embedded AMQP broker: a package of its own beside the layers (it imports nothing of minicelery,
     # and only the command line imports it: test_only_the_command_line_imports_the_broker...)
     "broker": 0,
